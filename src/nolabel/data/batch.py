@@ -1,0 +1,33 @@
+"""The unit of data handed to training loops and evaluators."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["Batch"]
+
+
+@dataclass
+class Batch:
+    """A batch of square uint8 images.
+
+    Attributes:
+        images: uint8 (B, 3, S, S).
+        labels: int64 (B,), -1 where unlabelled.
+        index: int64 (B,) positions of the items in their :class:`ImageSet`.
+        masks: bool (B, S, S) object masks when the source has them (demo), else None.
+        bad: (location, reason) of items skipped while building this batch (or a
+            skipped all-bad batch just before it); B is smaller than the requested
+            batch size by the number of bad items it lost.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor
+    masks: torch.Tensor | None = None
+    bad: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
