@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   train DINO on the built-in dataset and compare k-NN with baselines
+#   make test   run the test suite
+# Both create (or reuse) the virtual environment in $(VENV). torch is installed
+# pinned when absent (an unpinned torch would pull gigabytes of CUDA packages);
+# the package itself only asks for torch>=2.4.
+VENV ?= .venv
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.nolabel-installed
+
+.PHONY: demo test install bench-cifar clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/nolabel demo --out runs/demo --fresh
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf runs .pytest_cache

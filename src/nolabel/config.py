@@ -1,0 +1,219 @@
+"""Typed run configuration (architecture convention 7).
+
+A run is described by a :class:`Config`: general sections (``data``, ``model``,
+``optim``, ``run``) and one section named after the method (``dino``, ...) whose
+dataclass the method declares. ``None`` means "chosen from the data" (image size,
+dataset size) when the run starts; the resolved config is saved in the run folder.
+
+Values come from defaults, then a YAML file, then ``--section.key=value`` overrides,
+each checked against the field's type with a message that names the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A wrong option or value: the message names it and what is accepted."""
+
+
+@dataclass
+class DataConfig:
+    train: str = ""                    # data spec: folder, archive, cifar10:DIR, demo
+    image_size: int | None = None      # base side of the uint8 batches; None: probed from the images
+    in_memory: str = "auto"            # auto | true | false: decode everything once into RAM
+    num_workers: int = 2               # decoding processes when streaming from disk
+    memory_limit_gb: float = 4.0       # "auto" preloads below this many GB of decoded pixels
+
+
+@dataclass
+class ModelConfig:
+    backbone: str | None = None        # resnet18 | resnet50 | vit_tiny | vit_small | vit_base; None: by image size
+    patch_size: int | None = None      # ViT only; None: 4 up to 32 px, 8 up to 64 px, else 16
+    width: float | None = None         # ResNet width multiplier
+    small_stem: bool | None = None     # ResNet 3x3 stem without max-pool; None: on up to 64 px
+    drop_path_rate: float | None = None  # ViT stochastic depth
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str | None = None       # adamw | sgd; None: the method's
+    lr: float | None = None            # base learning rate for a batch of 256 (scaled linearly)
+    min_lr: float | None = None        # end of the cosine decay
+    warmup_epochs: float | None = None  # None: 10% of the epochs, at most 10 (thesis 5.3.2 uses 10)
+    weight_decay: float | None = None  # start of the weight-decay cosine
+    weight_decay_end: float | None = None  # end of the weight-decay cosine
+    momentum: float = 0.9              # SGD only
+    clip_grad: float | None = None     # max gradient norm; 0 disables
+
+
+@dataclass
+class RunConfig:
+    out: str = ""                      # run folder
+    epochs: int | None = None
+    batch_size: int | None = None      # total over all processes
+    seed: int = 0
+    device: str = "auto"               # auto | cpu | cuda | cuda:N
+    precision: str = "auto"            # auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    log_every: int = 10                # steps between metrics.jsonl lines
+    save_every: int = 1                # epochs between checkpoints (also on SIGINT/SIGTERM and at the end)
+    progress: bool = True              # progress bar
+
+
+GENERAL_SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig,
+                                     "optim": OptimConfig, "run": RunConfig}
+
+
+@dataclass
+class Config:
+    method: str = "dino"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    method_config: Any = None          # the method's own dataclass, saved under the method's name
+
+    def sections(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in GENERAL_SECTIONS}
+        if self.method_config is not None:
+            out[self.method] = self.method_config
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method}
+        for name, section in self.sections().items():
+            out[name] = dataclasses.asdict(section)
+        return out
+
+
+def _method_config_class(method: str) -> type:
+    from nolabel.methods import get_method  # late import: methods import config
+    return get_method(method).Config
+
+
+def new_config(method: str = "dino") -> Config:
+    cfg = Config(method=method)
+    cfg.method_config = _method_config_class(method)()
+    return cfg
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Build a Config from a nested dict (a YAML file or a saved run config)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    cfg = new_config(str(raw.get("method", "dino")))
+    for name, values in raw.items():
+        if name == "method":
+            continue
+        sections = cfg.sections()
+        if name not in sections:
+            raise ConfigError(f"{source}: unknown section {name!r}; valid sections: {sorted(sections)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {name!r} must be a mapping")
+        for key, value in values.items():
+            set_value(cfg, f"{name}.{key}", value, source=source)
+    return cfg
+
+
+def load_yaml(path: str | Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    return config_from_dict(raw, source=str(path))
+
+
+def save_yaml(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _allowed(tp: Any) -> tuple[Any, ...]:
+    """The member types of an annotation like ``int | None``."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return typing.get_args(tp)
+    return (tp,)
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    allowed = _allowed(tp)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ConfigError(f"{source}: {key} cannot be null")
+    for t in allowed:
+        origin = typing.get_origin(t) or t
+        if origin is bool and isinstance(value, bool):
+            return value
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is str and isinstance(value, str):
+            return value
+        if origin in (tuple, list) and isinstance(value, (list, tuple)):
+            return tuple(value) if origin is tuple else list(value)
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
+    raise ConfigError(f"{source}: {key} expects {names}, got {value!r}")
+
+
+def set_value(cfg: Config, dotted: str, value: Any, source: str = "override") -> None:
+    """Set ``section.key`` to ``value`` (already parsed), checking the field's type."""
+    if dotted == "method":
+        raise ConfigError(f"{source}: choose the method with --method, not an override")
+    if "." not in dotted:
+        raise ConfigError(f"{source}: {dotted!r} is not of the form section.key")
+    section_name, key = dotted.split(".", 1)
+    sections = cfg.sections()
+    if section_name not in sections:
+        hint = (f" (section {section_name!r} belongs to another method; this run uses {cfg.method!r})"
+                if _is_method(section_name) else "")
+        raise ConfigError(f"{source}: unknown section {section_name!r}{hint}; valid sections: {sorted(sections)}")
+    section = sections[section_name]
+    hints = typing.get_type_hints(type(section))
+    if key not in hints:
+        raise ConfigError(f"{source}: unknown key {dotted!r}; valid keys of {section_name!r}: {sorted(hints)}")
+    setattr(section, key, _coerce(value, hints[key], dotted, source))
+
+
+def _is_method(name: str) -> bool:
+    from nolabel.methods import method_names
+    return name in method_names()
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``--section.key=value`` (or ``section.key=value``) strings; values are
+    parsed as YAML scalars (``64``, ``0.5``, ``true``, ``null``, ``[0.1, 1.0]``)."""
+    for item in overrides:
+        text = item[2:] if item.startswith("--") else item
+        if "=" not in text:
+            raise ConfigError(f"override {item!r} must look like --section.key=value")
+        dotted, raw = text.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        set_value(cfg, dotted, value, source=f"--{dotted}")
+    return cfg
+
+
+def diff(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+    da, db = a.to_dict(), b.to_dict()
+    out = []
+    for section in sorted(set(da) | set(db)):
+        va, vb = da.get(section), db.get(section)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += [f"{section}.{k}" for k in sorted(set(va) | set(vb)) if va.get(k) != vb.get(k)]
+        elif va != vb:
+            out.append(section)
+    return out

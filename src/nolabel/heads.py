@@ -1,0 +1,86 @@
+"""Projection heads: one MLP builder for every method, plus the weight-normalised
+prototype layer used by DINO (and SwAV-style prototypes later)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+_NORMS = {"bn": nn.BatchNorm1d, "ln": nn.LayerNorm}
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int, n_layers: int = 2, norm: str | None = None,
+        act: str = "relu", last_norm: str | None = None, last_bias: bool = True) -> nn.Sequential:
+    """``n_layers`` linear layers: (Linear, norm?, act) x (n_layers - 1), then Linear
+    (+ optional ``last_norm``, e.g. the affine-free BN of some projectors).
+
+    in (B, in_dim) -> out (B, out_dim). ``norm`` in {None, "bn", "ln"}; ``act`` in
+    {"gelu", "relu"}. With ``n_layers == 1`` it is a single Linear.
+    """
+    if n_layers < 1:
+        raise ValueError(f"an MLP needs at least one layer, got n_layers={n_layers}")
+    if act not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}; choose from {sorted(_ACTIVATIONS)}")
+    for n in (norm, last_norm):
+        if n is not None and n not in _NORMS:
+            raise ValueError(f"unknown norm {n!r}; choose from {sorted(_NORMS)} or None")
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(n_layers - 1):
+        layers.append(nn.Linear(dim, hidden_dim, bias=norm is None))
+        if norm is not None:
+            layers.append(_NORMS[norm](hidden_dim))
+        layers.append(_ACTIVATIONS[act]())
+        dim = hidden_dim
+    layers.append(nn.Linear(dim, out_dim, bias=last_bias))
+    if last_norm is not None:
+        layers.append(_NORMS[last_norm](out_dim, elementwise_affine=False) if last_norm == "ln"
+                      else _NORMS[last_norm](out_dim, affine=False))
+    return nn.Sequential(*layers)
+
+
+class WeightNormLinear(nn.Module):
+    """Weight-normalised linear layer without bias (Salimans and Kingma, 2016):
+    ``W = g * V / ||V||`` row-wise. With ``learn_scale=False`` the scale g is fixed to
+    1 (DINO's ``norm_last_layer``, thesis 5.6.6), so each output is a cosine similarity
+    between the (l2-normalised) input and a prototype direction.
+
+    x (B, in_dim) -> (B, out_dim).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, learn_scale: bool = False):
+        super().__init__()
+        self.direction = nn.Parameter(torch.empty(out_dim, in_dim))
+        nn.init.trunc_normal_(self.direction, std=0.02)
+        self.scale = nn.Parameter(torch.ones(out_dim)) if learn_scale else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = F.normalize(self.direction, dim=1)
+        if self.scale is not None:
+            weight = weight * self.scale[:, None]
+        return F.linear(x, weight)
+
+
+class DINOHead(nn.Module):
+    """DINO projection head (thesis 5.3.1 and 5.6.6): a 3-layer MLP (hidden 2048, GELU,
+    no BN with ViT), an l2-normalised bottleneck of 256 and a weight-normalised layer
+    with K outputs. x (B, in_dim) -> logits (B, K).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 65536, hidden_dim: int = 2048,
+                 bottleneck_dim: int = 256, n_layers: int = 3, use_bn: bool = False,
+                 norm_last_layer: bool = True):
+        super().__init__()
+        self.mlp = mlp(in_dim, hidden_dim, bottleneck_dim, n_layers=n_layers,
+                       norm="bn" if use_bn else None, act="gelu")
+        for m in self.mlp.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, learn_scale=not norm_last_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = F.normalize(self.mlp(x), dim=-1)   # (B, bottleneck_dim), the l2 bottleneck
+        return self.last_layer(z)              # (B, K)

@@ -1,0 +1,87 @@
+"""Distributed helpers that do nothing without a process group (architecture convention 2).
+
+Every loss and op calls these; in a plain process (tests, one GPU, CPU) they are
+identities, and under ``torchrun`` they reduce or gather across processes.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as torch_dist
+
+
+def is_dist() -> bool:
+    return torch_dist.is_available() and torch_dist.is_initialized()
+
+
+def world_size() -> int:
+    return torch_dist.get_world_size() if is_dist() else 1
+
+
+def rank() -> int:
+    return torch_dist.get_rank() if is_dist() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_dist():
+        torch_dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over processes, in place; returns ``tensor``."""
+    if is_dist():
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean over processes, in place; returns ``tensor``."""
+    if is_dist():
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
+        tensor /= world_size()
+    return tensor
+
+
+def all_gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate along dim 0 the equal-shape tensors of every process (no gradient)."""
+    if not is_dist():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    torch_dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def init_from_env(device_type: str) -> tuple[int, int, int]:
+    """Start the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1).
+
+    Returns ``(rank, local_rank, world_size)``; ``(0, 0, 1)`` for a plain process.
+    NCCL is used for CUDA, gloo otherwise.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or is_dist():
+        return rank(), int(os.environ.get("LOCAL_RANK", "0")), world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank)
+    torch_dist.init_process_group(backend=backend)
+    return torch_dist.get_rank(), local_rank, torch_dist.get_world_size()
+
+
+def shutdown() -> None:
+    if is_dist():
+        torch_dist.destroy_process_group()
+
+
+def all_gather_object(obj):
+    """List of ``obj`` from every process (rank order); ``obj`` alone without a group."""
+    if not is_dist():
+        return obj
+    out = [None] * world_size()
+    torch_dist.all_gather_object(out, obj)
+    return out

@@ -1,0 +1,53 @@
+import pytest
+
+from nolabel.config import ConfigError, apply_overrides, config_from_dict, diff, load_yaml, new_config, save_yaml
+
+
+def test_defaults_and_round_trip(tmp_path):
+    cfg = new_config("dino")
+    apply_overrides(cfg, ["--data.train=demo", "--run.epochs=3", "--dino.out_dim=512", "--optim.lr=0.001",
+                          "--model.small_stem=true", "--data.image_size=null"])
+    assert cfg.run.epochs == 3 and cfg.method_config.out_dim == 512 and cfg.optim.lr == 0.001
+    assert cfg.model.small_stem is True and cfg.data.image_size is None
+    save_yaml(cfg, tmp_path / "c.yaml")
+    again = load_yaml(tmp_path / "c.yaml")
+    assert diff(cfg, again) == []
+    assert again.to_dict() == cfg.to_dict()
+
+
+def test_int_accepted_for_float_but_not_the_reverse():
+    cfg = new_config()
+    apply_overrides(cfg, ["--optim.lr=1"])
+    assert isinstance(cfg.optim.lr, float)
+    with pytest.raises(ConfigError, match="run.epochs"):
+        apply_overrides(cfg, ["--run.epochs=2.5"])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--nosuch.key=1", "unknown section 'nosuch'"),
+    ("--run.nosuch=1", "valid keys of 'run'"),
+    ("--run.epochs=ten", "run.epochs expects int"),
+    ("--run.epochs", "section.key=value"),
+])
+def test_bad_overrides_name_the_option(override, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(new_config(), [override])
+
+
+def test_unknown_method_and_bad_yaml(tmp_path):
+    with pytest.raises(ValueError, match="valid methods"):
+        new_config("nosuch")
+    (tmp_path / "bad.yaml").write_text("run: [1, 2")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_yaml(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="unknown section"):
+        config_from_dict({"method": "dino", "bogus": {}})
+
+
+def test_diff_lists_changed_keys():
+    a, b = new_config(), new_config()
+    b.run.epochs = 7
+    b.method_config.teacher_temp = 0.05
+    assert diff(a, b) == ["dino.teacher_temp", "run.epochs"]
