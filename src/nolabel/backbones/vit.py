@@ -1,0 +1,244 @@
+"""Vision Transformer (Dosovitskiy et al. 2020) as used by DINO (thesis ch. 5, DeiT variant).
+
+Image (B, 3, H, W) -> non-overlapping p x p patches, linearly embedded (a stride-p conv) ->
+prepend a learned CLS token -> add learned position embeddings -> ``depth`` pre-norm blocks
+-> final LayerNorm. ``forward`` returns the CLS token, ``forward_tokens`` all tokens.
+
+Sizes (MLP ratio 4, 12 blocks): vit_tiny 192-d / 3 heads, vit_small 384-d / 6 heads,
+vit_base 768-d / 12 heads. The default patch size follows the image size (4 for <= 32 px,
+8 for <= 64 px, else 16) so small images still give a useful number of tokens.
+
+Any input whose H and W are multiples of the patch size is accepted: the position embeddings,
+defined for the ``image_size / patch_size`` grid, are bicubically resized to the input's grid
+(``pos_embed.interpolate_pos_embed``). Other sizes raise a ValueError (no implicit cropping).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from nolabel.backbones.pos_embed import interpolate_pos_embed
+from nolabel.backbones.registry import register
+from nolabel.backbones.vit_layers import LAYER_NORM_EPS, Block
+
+INIT_STD = 0.02
+
+
+def default_patch_size(image_size: int) -> int:
+    """4 for image_size <= 32, 8 for <= 64, else 16."""
+    if image_size <= 32:
+        return 4
+    if image_size <= 64:
+        return 8
+    return 16
+
+
+def trunc_normal_(tensor: Tensor, std: float = INIT_STD) -> Tensor:
+    """In-place normal(0, std) truncated to [-2 std, 2 std]."""
+    return nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-2 * std, b=2 * std)
+
+
+class VisionTransformer(nn.Module):
+    """ViT trunk: (B, 3, H, W) normalised images -> (B, embed_dim) CLS features.
+
+    Args:
+        name: registry name, recorded in ``spec``.
+        image_size: the (square) size the position embeddings are defined for.
+        patch_size: p; None = ``default_patch_size(image_size)``. Must divide ``image_size``.
+        embed_dim: D. depth: number of blocks. num_heads: must divide D.
+        mlp_ratio: MLP hidden size / D.
+        drop_path_rate: stochastic depth of the last block; block i uses
+            ``drop_path_rate * i / (depth - 1)`` (linear from 0).
+
+    Attributes:
+        num_features, embed_dim: D. patch_size: p. num_heads, depth.
+        grid_size: (image_size / p, image_size / p), the native patch grid.
+        spec: all constructor values, resolved (``patch_size`` included), so that
+            ``build_backbone(**spec)`` rebuilds this architecture.
+
+    Initialisation: truncated normal (std 0.02) for Linear weights, position embeddings and
+    CLS token; zero Linear biases; LayerNorm weight 1, bias 0; the patch-embedding conv keeps
+    PyTorch's default (fan-in uniform) initialisation.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "vit",
+        image_size: int = 224,
+        patch_size: int | None = None,
+        embed_dim: int = 384,
+        depth: int = 12,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        patch_size = default_patch_size(image_size) if patch_size is None else int(patch_size)
+        if patch_size < 1 or image_size < patch_size or image_size % patch_size != 0:
+            raise ValueError(f"patch_size {patch_size} must divide image_size {image_size}")
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        if embed_dim < 1 or num_heads < 1 or embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim {embed_dim} must be a positive multiple of num_heads {num_heads}")
+        self.patch_size = patch_size
+        self.embed_dim = self.num_features = embed_dim
+        self.num_heads = num_heads
+        self.depth = depth
+        self.grid_size = (image_size // patch_size, image_size // patch_size)
+        num_patches = self.grid_size[0] * self.grid_size[1]
+
+        self.patch_embed = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, embed_dim))
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, rate) for rate in rates)
+        self.norm = nn.LayerNorm(embed_dim, eps=LAYER_NORM_EPS)
+
+        self.spec: dict = {
+            "name": name,
+            "image_size": int(image_size),
+            "patch_size": patch_size,
+            "embed_dim": embed_dim,
+            "depth": depth,
+            "num_heads": num_heads,
+            "mlp_ratio": float(mlp_ratio),
+            "drop_path_rate": float(drop_path_rate),
+        }
+        self._init_weights()
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        trunc_normal_(self.pos_embed)
+        trunc_normal_(self.cls_token)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def interpolate_pos_encoding(self, h: int, w: int) -> Tensor:
+        """Position embeddings for an (h, w) patch grid: (1, 1 + h * w, D).
+
+        The stored ``pos_embed`` on the native grid, else its bicubic resize (CLS row kept).
+        """
+        if (h, w) == self.grid_size:
+            return self.pos_embed
+        return interpolate_pos_embed(self.pos_embed, self.grid_size, (h, w))
+
+    def prepare_tokens(self, x: Tensor) -> Tensor:
+        """Embed patches, prepend CLS, add positions: (B, 3, H, W) -> (B, 1 + N, D), N = HW / p^2."""
+        if x.dim() != 4:
+            raise ValueError(f"expected a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        p = self.patch_size
+        if height % p != 0 or width % p != 0:
+            raise ValueError(f"input size {height}x{width} is not a multiple of the patch size {p}")
+        patches = self.patch_embed(x)  # (B, D, H/p, W/p)
+        h, w = patches.shape[-2:]
+        tokens = patches.flatten(2).transpose(1, 2)  # (B, N, D)
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1)  # (B, 1, D)
+        tokens = torch.cat([cls, tokens], dim=1)  # (B, 1 + N, D)
+        return tokens + self.interpolate_pos_encoding(h, w)
+
+    def forward_tokens(self, x: Tensor) -> Tensor:
+        """All tokens after the final LayerNorm: (B, 3, H, W) -> (B, 1 + N, D); [:, 0] is CLS."""
+        tokens = self.prepare_tokens(x)  # (B, 1 + N, D)
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.norm(tokens)
+
+    def forward_with_attention(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``forward_tokens`` with the last block on the explicit-attention path.
+
+        Returns:
+            (B, 1 + N, D) normalised tokens (equal to ``forward_tokens(x)`` in eval mode) and
+            (B, heads, 1 + N, 1 + N) softmax attention of the last block.
+        """
+        tokens = self.prepare_tokens(x)  # (B, 1 + N, D)
+        for block in self.blocks[:-1]:
+            tokens = block(tokens)
+        tokens, attn = self.blocks[-1].forward_with_attention(tokens)
+        return self.norm(tokens), attn
+
+    def get_last_selfattention(self, x: Tensor) -> Tensor:
+        """Softmax attention of the last block: (B, 3, H, W) -> (B, heads, 1 + N, 1 + N)."""
+        return self.forward_with_attention(x)[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """CLS token after the final LayerNorm: (B, 3, H, W) -> (B, D)."""
+        return self.forward_tokens(x)[:, 0]
+
+
+def is_vit(model: nn.Module) -> bool:
+    """Whether ``model`` is a VisionTransformer, looking through DDP (``.module``) and
+    ``torch.compile`` (``._orig_mod``) wrappers."""
+    for _ in range(8):
+        if isinstance(model, VisionTransformer):
+            return True
+        inner = getattr(model, "_orig_mod", None)
+        if inner is None:
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return False
+        model = inner
+    return False
+
+
+@register("vit_tiny")
+def vit_tiny(
+    image_size: int = 224,
+    *,
+    patch_size: int | None = None,
+    embed_dim: int = 192,
+    depth: int = 12,
+    num_heads: int = 3,
+    mlp_ratio: float = 4.0,
+    drop_path_rate: float = 0.0,
+) -> VisionTransformer:
+    """ViT-Tiny: 192-d, 12 blocks, 3 heads (5.5M params at /16)."""
+    return VisionTransformer(
+        name="vit_tiny", image_size=image_size, patch_size=patch_size, embed_dim=embed_dim,
+        depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
+    )  # fmt: skip
+
+
+@register("vit_small")
+def vit_small(
+    image_size: int = 224,
+    *,
+    patch_size: int | None = None,
+    embed_dim: int = 384,
+    depth: int = 12,
+    num_heads: int = 6,
+    mlp_ratio: float = 4.0,
+    drop_path_rate: float = 0.0,
+) -> VisionTransformer:
+    """ViT-Small: 384-d, 12 blocks, 6 heads (21.7M params at /16)."""
+    return VisionTransformer(
+        name="vit_small", image_size=image_size, patch_size=patch_size, embed_dim=embed_dim,
+        depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
+    )  # fmt: skip
+
+
+@register("vit_base")
+def vit_base(
+    image_size: int = 224,
+    *,
+    patch_size: int | None = None,
+    embed_dim: int = 768,
+    depth: int = 12,
+    num_heads: int = 12,
+    mlp_ratio: float = 4.0,
+    drop_path_rate: float = 0.0,
+) -> VisionTransformer:
+    """ViT-Base: 768-d, 12 blocks, 12 heads (85.8M params at /16)."""
+    return VisionTransformer(
+        name="vit_base", image_size=image_size, patch_size=patch_size, embed_dim=embed_dim,
+        depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
+    )  # fmt: skip
