@@ -40,6 +40,9 @@ class ModelConfig:
     width: float | None = None         # ResNet width multiplier
     small_stem: bool | None = None     # ResNet 3x3 stem without max-pool; None: on up to 64 px
     drop_path_rate: float | None = None  # ViT stochastic depth
+    embed_dim: int | None = None       # ViT width (vit_tiny 192, vit_small 384, vit_base 768)
+    depth: int | None = None           # ViT blocks (12)
+    num_heads: int | None = None       # ViT heads
 
 
 @dataclass
@@ -160,6 +163,9 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             return float(value)
         if origin is str and isinstance(value, str):
             return value
+        if origin is str and isinstance(value, (bool, int, float)):
+            if not any((typing.get_origin(u) or u) in (bool, int, float) for u in allowed):
+                return str(value).lower() if isinstance(value, bool) else str(value)
         if origin in (tuple, list) and isinstance(value, (list, tuple)):
             return tuple(value) if origin is tuple else list(value)
     names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)

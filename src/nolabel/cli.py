@@ -1,0 +1,206 @@
+"""The ``nolabel`` command: train, eval, export, demo.
+
+Every wrong option or value ends in one line that names it and what is accepted,
+with exit status 2; nothing is half-written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+_OVERRIDE = re.compile(r"^--[A-Za-z_][\w]*\.[A-Za-z_][\w]*=.*$")
+
+
+class CliError(Exception):
+    pass
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="pretrain a backbone with a self-supervised method", allow_abbrev=False,
+                       description="Pretrain a backbone. Any config field can be set with --section.key=value "
+                                   "(sections: data, model, optim, run and the method's own, e.g. --dino.out_dim=4096).")
+    p.add_argument("--method", default=None, help="method to train (default: dino)")
+    p.add_argument("--backbone", default=None, help="backbone (default: chosen from the image size)")
+    p.add_argument("--data", default=None, help="training images: folder, .tar/.tar.gz, cifar10:DIR, demo")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="total batch size over all processes")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out", required=True, help="run folder (config, checkpoints, metrics, plots)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--config", default=None, help="YAML file with config sections")
+
+
+def _eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate frozen features")
+    esub = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    k = esub.add_parser("knn", help="weighted k-NN classification (thesis 5.3.2)", allow_abbrev=False)
+    k.add_argument("model", help="run folder, exported backbone, random:<backbone> or pixels")
+    k.add_argument("--train", required=True, help="labelled data spec the neighbours come from")
+    k.add_argument("--test", required=True, help="labelled data spec to classify")
+    k.add_argument("--k", type=int, default=None, help="neighbours (default 20; 200 with --protocol lightly)")
+    k.add_argument("--temperature", type=float, default=None, help="vote temperature (default 0.07)")
+    k.add_argument("--protocol", choices=["thesis", "lightly"], default="thesis",
+                   help="thesis: k=20, T=0.07; lightly: k=200, T=0.1")
+    k.add_argument("--batch-size", type=int, default=256)
+    k.add_argument("--device", default="auto")
+    k.add_argument("--json", default=None, help="also write the result to this JSON file")
+
+
+def _export_parser(sub) -> None:
+    p = sub.add_parser("export", help="export a run's backbone as safetensors + JSON config")
+    p.add_argument("run_dir")
+    p.add_argument("out_dir")
+
+
+def _demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="train DINO on the built-in dataset and compare k-NN with baselines",
+                       allow_abbrev=False)
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--method", default="dino")
+    p.add_argument("--fresh", action="store_true", help="delete an earlier demo run in --out first")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nolabel", description="Self-supervised visual representation learning.",
+                                     allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _train_parser(sub)
+    _eval_parser(sub)
+    _export_parser(sub)
+    _demo_parser(sub)
+    return parser
+
+
+def _explicit_settings(args, overrides: list[str]) -> list[str]:
+    """The command-line options as ``section.key=value`` overrides, in order."""
+    pairs = []
+    for flag, key in (("backbone", "model.backbone"), ("data", "data.train"), ("epochs", "run.epochs"),
+                      ("batch_size", "run.batch_size"), ("seed", "run.seed")):
+        value = getattr(args, flag)
+        if value is not None:
+            pairs.append(f"{key}={value}")
+    pairs.append(f"run.out={args.out}")
+    return pairs + [o[2:] for o in overrides]
+
+
+def cmd_train(args, overrides: list[str]) -> int:
+    from nolabel.config import ConfigError, apply_overrides, diff, load_yaml, new_config
+    from nolabel.train import CONFIG_FILE, train
+    from nolabel.checkpoint import CHECKPOINT
+
+    out = Path(args.out)
+    settings = _explicit_settings(args, overrides)
+    if args.resume:
+        if not (out / CHECKPOINT).is_file() or not (out / CONFIG_FILE).is_file():
+            raise CliError(f"--resume: {out} holds no checkpoint to continue from (expected {out / CHECKPOINT})")
+        cfg = load_yaml(out / CONFIG_FILE)
+        if args.method and args.method != cfg.method:
+            raise CliError(f"--method {args.method}: the run in {out} trains {cfg.method}")
+        changed = apply_overrides(load_yaml(out / CONFIG_FILE), settings)
+        differs = diff(cfg, changed)
+        if differs:
+            raise CliError(f"--resume keeps the run's saved config ({out / CONFIG_FILE}); these options differ "
+                           f"from it: {', '.join(differs)}. Drop them, or start a new run with another --out")
+        return _report_train(train(cfg, resume=True))
+    if args.config:
+        cfg = load_yaml(args.config)
+        if args.method and args.method != cfg.method:
+            cfg_method = cfg.method
+            raise CliError(f"--method {args.method} conflicts with method {cfg_method!r} in {args.config}")
+    else:
+        cfg = new_config(args.method or "dino")
+    apply_overrides(cfg, settings)
+    if not cfg.data.train:
+        raise CliError("train needs --data SPEC (a folder, .tar/.tar.gz, cifar10:DIR or demo)")
+    if (out / CHECKPOINT).exists():
+        raise CliError(f"{out} already holds a run: continue it with --resume, or choose another --out")
+    return _report_train(train(cfg))
+
+
+def _report_train(run_dir: Path) -> int:
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from nolabel.evaluate.protocols import KNN_PROTOCOLS, knn_protocol
+
+    k_default, t_default = KNN_PROTOCOLS[args.protocol]
+    k = args.k if args.k is not None else k_default
+    t = args.temperature if args.temperature is not None else t_default
+    if k < 1:
+        raise CliError(f"--k {k}: the number of neighbours must be at least 1")
+    if t <= 0:
+        raise CliError(f"--temperature {t}: must be positive")
+    result = knn_protocol(args.model, args.train, args.test, k=k, temperature=t,
+                          batch_size=args.batch_size, device=args.device)
+    print(f"k-NN ({result['model']}, k={k}, T={t}): top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+          f"({result['n_train']} train, {result['n_test']} test)")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from nolabel.checkpoint import export_backbone
+    from nolabel.config import load_yaml
+    from nolabel.evaluate.models import load_model
+
+    run = Path(args.run_dir)
+    if not (run / "config.yaml").is_file():
+        raise CliError(f"{run} is not a run folder (no config.yaml): give the --out of `nolabel train`")
+    cfg = load_yaml(run / "config.yaml")
+    model = load_model(str(run))
+    export_backbone(model.network, Path(args.out_dir),
+                    {"image_size": cfg.data.image_size, "method": cfg.method, "run": str(run),
+                     "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
+    print(f"exported {cfg.model.backbone} from {run} to {args.out_dir} (load with nolabel.load_backbone)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from nolabel.demo_run import run_demo
+    run_demo(Path(args.out), method=args.method, epochs=args.epochs, fresh=args.fresh)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nolabel.config import ConfigError
+    from nolabel.data import DataError
+    from nolabel.train import TrainingError
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = [a for a in extra if _OVERRIDE.match(a)]
+    unknown = [a for a in extra if not _OVERRIDE.match(a)]
+    if unknown:
+        if args.command == "train":
+            parser.error(f"unrecognized arguments: {' '.join(unknown)} (config fields are set as --section.key=value)")
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if overrides and args.command != "train":
+        parser.error(f"{overrides[0]}: --section.key=value options apply to `nolabel train` only")
+    try:
+        if args.command == "train":
+            return cmd_train(args, overrides)
+        if args.command == "eval":
+            return cmd_eval(args)
+        if args.command == "export":
+            return cmd_export(args)
+        if args.command == "demo":
+            return cmd_demo(args)
+    except (CliError, ConfigError, DataError, TrainingError, ValueError, FileNotFoundError) as exc:
+        print(f"nolabel {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nolabel: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""What can be evaluated: a run folder, an exported backbone, ``random:<backbone>``
+(random initialisation) or ``pixels`` (raw pixels), behind one interface so that
+baselines run exactly like trained models."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nolabel.views import normalize
+
+MODEL_FORMS = ("a run folder (from `nolabel train`)", "an exported backbone folder (from `nolabel export`)",
+               "random:<backbone> (random initialisation, e.g. random:vit_tiny)", "pixels (raw pixels)")
+
+
+@dataclass
+class FeatureModel:
+    """``features(uint8 (B,3,S,S)) -> float (B,D)``. ``image_size`` is the side the
+    model expects its inputs at (None: any; the data's own size is used)."""
+    name: str
+    network: nn.Module | None
+    image_size: int | None
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        x = normalize(images)
+        if self.network is None:                  # raw pixels, normalised and flattened
+            return x.flatten(1)
+        return self.network(x).float()
+
+    def to(self, device) -> "FeatureModel":
+        if self.network is not None:
+            self.network.to(device).eval()
+        return self
+
+
+def _run_folder_backbone(path: Path) -> tuple[nn.Module, int]:
+    from nolabel.backbones import build_backbone
+    from nolabel.checkpoint import CHECKPOINT, load_checkpoint, state_with_prefix
+    from nolabel.config import load_yaml
+    from nolabel.methods import get_method
+    from nolabel.presets import backbone_kwargs
+
+    cfg = load_yaml(path / "config.yaml")
+    network = build_backbone(cfg.model.backbone, image_size=cfg.data.image_size, **backbone_kwargs(cfg))
+    state = load_checkpoint(path / CHECKPOINT)["method"]
+    network.load_state_dict(state_with_prefix(state, get_method(cfg.method).encoder_prefix))
+    return network, cfg.data.image_size
+
+
+def load_model(spec: str, image_size: int | None = None) -> FeatureModel:
+    """Resolve a model spec. ``image_size`` is needed only for ``random:<backbone>``
+    (build it for the data's size). Raises ValueError naming the accepted forms."""
+    from nolabel.backbones import build_backbone, backbone_names
+    from nolabel.checkpoint import load_backbone
+
+    if spec == "pixels":
+        return FeatureModel("pixels", None, None)
+    if spec.startswith("random:"):
+        name = spec.split(":", 1)[1]
+        if name not in backbone_names():
+            raise ValueError(f"model {spec!r}: unknown backbone {name!r}; valid: {', '.join(backbone_names())}")
+        generator_state = torch.get_rng_state()
+        torch.manual_seed(0)                      # the same random network every time
+        network = build_backbone(name, image_size=image_size or 224)
+        torch.set_rng_state(generator_state)
+        return FeatureModel(spec, network.eval(), None)
+    path = Path(spec)
+    if (path / "config.yaml").is_file() and (path / "checkpoint.pt").is_file():
+        network, size = _run_folder_backbone(path)
+        return FeatureModel(spec, network.eval(), size)
+    if (path / "config.json").is_file() and (path / "backbone.safetensors").is_file():
+        network = load_backbone(path)
+        return FeatureModel(spec, network, network.export_config.get("image_size"))
+    raise ValueError(f"model {spec!r} is not something nolabel can evaluate ("
+                     f"{'no such path' if not path.exists() else 'no checkpoint or export found there'}); "
+                     f"give one of: {'; '.join(MODEL_FORMS)}")

@@ -1,0 +1,107 @@
+"""What every method is: a module with a view preset, a ``training_step`` and the
+few declarations the one training loop needs (architecture convention 5).
+
+The loop owns the optimizer, precision, schedules, checkpoints and logging; a
+method owns its networks, its loss state (center, queue, prototypes) and its views.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from nolabel.views import ViewSpec
+
+
+@dataclass
+class StepInfo:
+    """Where the loop is; ``values`` holds every schedule evaluated at ``step``."""
+    step: int                      # global optimisation step, from 0
+    epoch: int                     # from 0
+    total_steps: int
+    steps_per_epoch: int
+    values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunShape:
+    """What a method may need to know about the run when it is built."""
+    image_size: int
+    epochs: int
+    n_images: int
+
+
+Schedule = Callable[[int], float]
+
+
+class Method(nn.Module):
+    """Base class: one level of inheritance only.
+
+    Subclasses set ``name``, ``Config`` (a dataclass), ``default_optim`` (values for
+    the ``optim`` section's unset fields) and ``encoder_prefix`` (state-dict prefix of
+    the backbone that evaluation and export use), and implement the methods below.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+    default_optim: ClassVar[dict] = {}
+    encoder_prefix: ClassVar[str] = "backbone"
+
+    def __init__(self, cfg, backbone: nn.Module, shape: RunShape):
+        super().__init__()
+        self.cfg = cfg
+        self.shape = shape
+
+    # --- declared to the loop -------------------------------------------------
+    def view_specs(self) -> list[ViewSpec]:
+        raise NotImplementedError
+
+    def schedules(self, total_steps: int, steps_per_epoch: int) -> dict[str, Schedule]:
+        """Extra step-indexed values (teacher momentum, temperatures...)."""
+        return {}
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(student, teacher) pairs the loop updates with ``values['teacher_momentum']``."""
+        return []
+
+    def frozen_parameters(self, info: StepInfo) -> list[nn.Parameter]:
+        """Parameters whose gradients are zeroed at this step (e.g. DINO's last layer
+        during the first epoch)."""
+        return []
+
+    def encoder(self) -> nn.Module:
+        """The backbone users evaluate and export."""
+        module: nn.Module = self
+        for part in self.encoder_prefix.split("."):
+            module = getattr(module, part)
+        return module
+
+    def health(self, epoch_means: dict[str, float]) -> list[str]:
+        """Collapse warnings from the epoch's mean logs (empty when healthy)."""
+        return []
+
+    # --- the work ---------------------------------------------------------------
+    def training_step(self, views: list[torch.Tensor], info: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
+        """views: float (B,3,h,w) per view, globals first. Returns (loss, logs)."""
+        raise NotImplementedError
+
+    def forward(self, views: list[torch.Tensor], info: StepInfo):
+        # DistributedDataParallel calls forward: route it to training_step.
+        return self.training_step(views, info)
+
+
+def forward_multicrop(backbone: nn.Module, views: list[torch.Tensor]) -> torch.Tensor:
+    """Run ``backbone`` once per run of consecutive same-size views (multi-crop, thesis
+    4.2.4) instead of once per view. views: V tensors (B,3,h_v,w_v). Returns (V*B, D)
+    features in view order."""
+    outputs = []
+    start = 0
+    while start < len(views):
+        end = start
+        while end + 1 < len(views) and views[end + 1].shape[-2:] == views[start].shape[-2:]:
+            end += 1
+        outputs.append(backbone(torch.cat(views[start:end + 1], dim=0)))
+        start = end + 1
+    return torch.cat(outputs, dim=0)

@@ -1,0 +1,136 @@
+"""DINO: self-distillation with no labels (thesis chapter 5, section 5.3).
+
+A student and a momentum teacher of the same architecture (backbone + DINO head);
+the student matches the teacher's centred and sharpened output across views
+(Eq. 5.3); the teacher follows the student by EMA.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nolabel.heads import DINOHead
+from nolabel.losses.dino import dino_loss, entropy_and_kl, updated_center
+from nolabel.methods import register
+from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
+from nolabel.monitor import dino_collapse_warnings, embedding_std, embedding_collapse_warning
+from nolabel.ops.schedules import cosine, warmup_constant
+from nolabel.views import ViewSpec, dino_views
+
+
+@dataclass
+class DinoConfig:
+    # Head (thesis 5.3.1, 5.6.6): 3-layer MLP, hidden 2048, GELU, l2 bottleneck 256,
+    # weight-normalised last layer with K outputs.
+    out_dim: int | None = None          # K. None: 65536 (thesis 5.6.6) from 96 px up; 4096 below (small
+                                        # images, CPU: Table in 5.6.6 shows 4096 within 0.4 of 65536)
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    n_layers: int = 3
+    head_bn: bool = False               # no BN with ViT: "entirely BN-free" (5.6.6)
+    norm_last_layer: bool = True        # weight-norm scale fixed to 1
+    # Teacher (5.3.1): EMA momentum on a cosine from 0.996 to 1.
+    momentum_teacher: float = 0.996
+    momentum_teacher_end: float = 1.0
+    # Temperatures (5.3.2, 5.6.3): student 0.1; teacher warmed up 0.04 -> 0.07 over 30 of 300 epochs.
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: float | None = None   # None: 10% of the run (30 of 300 epochs)
+    # Centering (Eq. 5.4), rate 0.9 (Table 5.13). centering=False is the ablation of Fig. 5.8.
+    center_momentum: float = 0.9
+    centering: bool = True
+    freeze_last_layer_epochs: float = 1.0   # last layer frozen during the first epoch (5.3.2)
+    # Multi-crop (4.2.4, 5.6.7): 2 global views at scale (s, 1), locals at (0.05, s), s about 0.3.
+    n_local_views: int = 6              # Table 5.14: 6 locals is within 0.2 of 10
+    global_scale_min: float = 0.32      # s of 5.6.7 (best: 0.32)
+    local_scale_min: float = 0.05
+    blur: bool | None = None            # None: off below 64 px (see views.dino_views)
+
+
+class DinoNetwork(nn.Module):
+    """g = h o f: backbone then DINO head, run once per crop resolution."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """views: V tensors (B,3,h,w). Returns (features (V*B, D), logits (V, B, K))."""
+        feats = forward_multicrop(self.backbone, views)
+        logits = self.head(feats)
+        return feats, logits.reshape(len(views), views[0].shape[0], -1)
+
+
+@register
+class Dino(Method):
+    name = "dino"
+    Config = DinoConfig
+    # Thesis 5.3.2: AdamW, lr 0.0005 x batch/256, 10 warm-up epochs then cosine;
+    # weight decay on a cosine from 0.04 to 0.4; gradient clipping (3.0 in the reference code).
+    default_optim = {"optimizer": "adamw", "lr": 5e-4, "min_lr": 1e-6, "weight_decay": 0.04,
+                     "weight_decay_end": 0.4, "clip_grad": 3.0}
+    encoder_prefix = "teacher.backbone"   # the teacher is the better network (5.3.1)
+
+    def __init__(self, cfg: DinoConfig, backbone: nn.Module, shape: RunShape):
+        super().__init__(cfg, backbone, shape)
+        k = cfg.out_dim or (65536 if shape.image_size >= 96 else 4096)
+        self.out_dim = k
+        head = DINOHead(backbone.num_features, k, cfg.hidden_dim, cfg.bottleneck_dim,
+                        cfg.n_layers, cfg.head_bn, cfg.norm_last_layer)
+        self.student = DinoNetwork(backbone, head)
+        self.teacher = copy.deepcopy(self.student)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("center", torch.zeros(k))
+        self.warmup_temp_epochs = (cfg.warmup_teacher_temp_epochs
+                                   if cfg.warmup_teacher_temp_epochs is not None else 0.1 * shape.epochs)
+
+    def view_specs(self) -> list[ViewSpec]:
+        c = self.cfg
+        return dino_views(self.shape.image_size, n_local=c.n_local_views, s=c.global_scale_min,
+                          blur=c.blur, local_scale_min=c.local_scale_min)
+
+    def schedules(self, total_steps: int, steps_per_epoch: int):
+        c = self.cfg
+        warmup = int(round(self.warmup_temp_epochs * steps_per_epoch))
+        return {
+            "teacher_momentum": lambda s: cosine(s, total_steps, c.momentum_teacher, c.momentum_teacher_end),
+            "teacher_temp": lambda s: warmup_constant(s, warmup, c.warmup_teacher_temp, c.teacher_temp),
+        }
+
+    def ema_pairs(self):
+        return [(self.student, self.teacher)]
+
+    def frozen_parameters(self, info: StepInfo):
+        if info.step < self.cfg.freeze_last_layer_epochs * info.steps_per_epoch:
+            return list(self.student.head.last_layer.parameters())
+        return []
+
+    def training_step(self, views, info):
+        n_global = 2 if len(views) >= 2 else 1
+        teacher_temp = info.values["teacher_temp"]
+        with torch.no_grad():
+            teacher_feats, teacher_out = self.teacher(views[:n_global])   # (2B, D), (2, B, K)
+        _, student_out = self.student(views)                              # (V, B, K)
+        center = self.center if self.cfg.centering else torch.zeros_like(self.center)
+        loss = dino_loss(student_out, teacher_out, center, teacher_temp, self.cfg.student_temp)
+        h, kl = entropy_and_kl(student_out.detach(), teacher_out, center, teacher_temp, self.cfg.student_temp)
+        if self.cfg.centering:
+            self.center.copy_(updated_center(self.center, teacher_out, self.cfg.center_momentum))
+        logs = {"teacher_entropy": h, "kl": kl,
+                "emb_std": embedding_std(teacher_feats.detach().float()),
+                "teacher_temp": teacher_temp}
+        return loss, logs
+
+    def health(self, epoch_means):
+        warnings = dino_collapse_warnings(epoch_means.get("teacher_entropy"), epoch_means.get("kl"),
+                                          math.log(self.out_dim))
+        w = embedding_collapse_warning(epoch_means.get("emb_std"), self.student.backbone.num_features)
+        return warnings + ([w] if w else [])

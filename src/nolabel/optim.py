@@ -1,0 +1,44 @@
+"""Optimizers: parameter groups that decay only weight matrices and kernels.
+
+Biases and normalisation parameters (every tensor of fewer than 2 dimensions) get no
+weight decay, as in DINO (thesis 5.3.2) and SwAV/LARS (4.2.5).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def param_groups(params: Iterable[tuple[str, nn.Parameter]]) -> list[dict]:
+    """Split trainable parameters into a decayed group (ndim >= 2) and a group with
+    ``weight_decay`` pinned to 0 (``"no_decay": True``)."""
+    decay, no_decay = [], []
+    for _, p in params:
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "no_decay": True, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
+                    momentum: float = 0.9) -> torch.optim.Optimizer:
+    groups = param_groups(model.named_parameters())
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
+
+
+def set_schedule_values(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
+    """Write this step's learning rate and weight decay into every group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        group["weight_decay"] = 0.0 if group.get("no_decay") else weight_decay

@@ -1,0 +1,50 @@
+"""Defaults chosen from the data when the config leaves a field unset (``None``).
+
+The thesis values are for ImageNet at 224 px on many GPUs; these rules pick the
+backbone, run length and batch for what the user actually has, and every chosen
+value is written into the run's saved config.
+"""
+from __future__ import annotations
+
+from nolabel.config import Config
+
+# The built-in demo set is small and meant to finish on 2 CPU cores in minutes:
+# measured in BENCHMARKS.md ("demo").
+DEMO_DEFAULTS = {"epochs": 12, "batch_size": 128}
+
+
+def default_backbone(image_size: int) -> str:
+    """ViT-tiny (patch 4 at 32 px, 8 up to 64 px) for small images, ViT-S/16 above:
+    DINO's default architecture (thesis 5.3.2) scaled to the image size."""
+    return "vit_tiny" if image_size <= 64 else "vit_small"
+
+
+def resolve(cfg: Config, image_size: int, n_images: int, default_optim: dict) -> Config:
+    """Fill every ``None`` field that depends on the data; returns ``cfg`` (modified)."""
+    is_demo = cfg.data.train.split(":")[0].split("?")[0] == "demo"
+    cfg.data.image_size = image_size
+    if cfg.model.backbone is None:
+        cfg.model.backbone = default_backbone(image_size)
+    if cfg.run.epochs is None:
+        cfg.run.epochs = DEMO_DEFAULTS["epochs"] if is_demo else 100
+    if cfg.run.batch_size is None:
+        limit = DEMO_DEFAULTS["batch_size"] if is_demo else 256
+        cfg.run.batch_size = max(1, min(limit, 1 << (max(n_images, 1).bit_length() - 1)))
+    for key, value in default_optim.items():
+        if getattr(cfg.optim, key) is None:
+            setattr(cfg.optim, key, value)
+    if cfg.optim.warmup_epochs is None:
+        cfg.optim.warmup_epochs = min(10.0, 0.1 * cfg.run.epochs)
+    if cfg.optim.min_lr is None:
+        cfg.optim.min_lr = 0.0
+    if cfg.optim.clip_grad is None:
+        cfg.optim.clip_grad = 0.0
+    if cfg.optim.weight_decay_end is None:
+        cfg.optim.weight_decay_end = cfg.optim.weight_decay
+    return cfg
+
+
+def backbone_kwargs(cfg: Config) -> dict:
+    """The ``model`` fields the user set, as keyword arguments of the backbone."""
+    fields = ("patch_size", "width", "small_stem", "drop_path_rate", "embed_dim", "depth", "num_heads")
+    return {k: getattr(cfg.model, k) for k in fields if getattr(cfg.model, k) is not None}

@@ -1,0 +1,130 @@
+"""What a run leaves in its folder for people: ``metrics.jsonl`` (one JSON object per
+logged step and per epoch), ``metrics.png`` (the curves), ``train.log`` (messages,
+warnings, skipped files) and a progress bar on the terminal."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nolabel.checkpoint import atomic_write
+
+METRICS = "metrics.jsonl"
+PLOT = "metrics.png"
+LOG = "train.log"
+
+
+def get_logger(run_dir: Path | None = None, enabled: bool = True) -> logging.Logger:
+    """The ``nolabel`` logger, writing to stderr and to ``run_dir/train.log``."""
+    logger = logging.getLogger("nolabel")
+    logger.setLevel(logging.INFO if enabled else logging.ERROR)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(fmt)
+    logger.addHandler(stream)
+    if run_dir is not None and enabled:
+        fh = logging.FileHandler(Path(run_dir) / LOG)
+        fh.setFormatter(fmt)
+        logger.addHandler(fh)
+    return logger
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``; on resume, lines past the checkpoint are dropped
+    so the file reads as one uninterrupted run."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.path = Path(run_dir) / METRICS
+        self.enabled = enabled
+
+    def truncate_from(self, step: int) -> None:
+        """Keep only records with ``step < step``."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [line for line in self.read() if line.get("step", -1) < step]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        atomic_write(self.path, lambda tmp: tmp.write_text(text))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        with self.path.open("a") as f:
+            f.write(json.dumps(clean) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def plot_metrics(run_dir: Path) -> Path | None:
+    """Draw the loss and learning rate per step and the per-epoch health metrics."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = MetricsLog(run_dir).read()
+    steps = [r for r in records if r.get("type") == "step"]
+    epochs = [r for r in records if r.get("type") == "epoch"]
+    if not steps:
+        return None
+    health = [k for k in ("teacher_entropy", "kl", "emb_std") if any(k in r for r in epochs)]
+    n = 2 + len(health)
+    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.2))
+    axes[0].plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8)
+    axes[0].set(title="loss", xlabel="step")
+    axes[1].plot([r["step"] for r in steps], [r.get("lr") for r in steps], lw=0.8)
+    axes[1].set(title="learning rate", xlabel="step")
+    for ax, key in zip(axes[2:], health):
+        pts = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3)
+        ax.set(title=key, xlabel="epoch")
+    fig.tight_layout()
+    out = Path(run_dir) / PLOT
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)
+    return out
+
+
+class Progress:
+    """A per-epoch progress bar showing loss, learning rate, images/s and the whole
+    run's remaining time."""
+
+    def __init__(self, enabled: bool, total_steps: int):
+        self.enabled = enabled
+        self.total_steps = total_steps
+        self.bar = None
+        self.t0 = time.time()
+        self.steps_done = 0
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int, initial: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+        self.close()
+        self.bar = tqdm(total=steps, initial=initial, desc=f"epoch {epoch + 1}/{epochs}",
+                        dynamic_ncols=True, leave=False, file=sys.stderr, mininterval=0.5)
+
+    def update(self, global_step: int, loss: float, lr: float, images_per_s: float) -> None:
+        self.steps_done += 1
+        if self.bar is None:
+            return
+        elapsed = time.time() - self.t0
+        remaining = (self.total_steps - global_step) * elapsed / max(self.steps_done, 1)
+        self.bar.set_postfix_str(f"loss {loss:.4f} lr {lr:.2e} {images_per_s:.0f} img/s "
+                                 f"run ETA {int(remaining // 60)}m{int(remaining % 60):02d}s", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,259 @@
+"""The one training loop: every method runs through :func:`train`.
+
+It owns precision, step-indexed schedules, gradient clipping, EMA updates, logging,
+checkpoints (every epoch and on SIGINT/SIGTERM) and exact resume.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from nolabel import dist_setup
+from nolabel.backbones import build_backbone
+from nolabel.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from nolabel.config import Config, save_yaml
+from nolabel.data import open_images
+from nolabel.methods import RunShape, StepInfo, get_method
+from nolabel.ops import dist
+from nolabel.ops.ema import ema_update
+from nolabel.ops.schedules import cosine, warmup_cosine
+from nolabel.optim import build_optimizer, set_schedule_values
+from nolabel.presets import backbone_kwargs, resolve
+from nolabel.runlog import MetricsLog, Progress, get_logger, plot_metrics
+from nolabel.views import MultiCrop
+
+CONFIG_FILE = "config.yaml"
+BAD_FILES = "skipped_files.txt"
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (non-finite loss, impossible batch size...)."""
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM: the loop finishes its step, checkpoints and returns."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:       # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(cfg: Config, resume: bool = False,
+          on_step: Callable[[int, dict], None] | None = None) -> Path:
+    """Train ``cfg.method`` on ``cfg.data.train`` into ``cfg.run.out``.
+
+    With ``resume`` the run continues from ``run_dir/checkpoint.pt`` and, on CPU with
+    the same seed, reproduces the losses of an uninterrupted run. ``on_step(step,
+    logs)`` is called after every optimisation step (tests, notebooks).
+    Returns the run folder.
+    """
+    out = Path(cfg.run.out)
+    device, precision = dist_setup.pick_device(cfg.run.device, cfg.run.precision)
+    rank, _, world = dist.init_from_env(device.type)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
+    main = rank == 0
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    log = get_logger(out, enabled=main)
+    _seed_everything(cfg.run.seed + rank)
+
+    in_memory = {"auto": "auto", "true": True, "false": False}.get(str(cfg.data.in_memory).lower())
+    if in_memory is None:
+        raise TrainingError(f"--data.in_memory={cfg.data.in_memory!r}: choose auto, true or false")
+    data = open_images(cfg.data.train, image_size=cfg.data.image_size, in_memory=in_memory,
+                       num_workers=cfg.data.num_workers, memory_limit_gb=cfg.data.memory_limit_gb,
+                       progress=main and cfg.run.progress)
+    method_cls = get_method(cfg.method)
+    resolve(cfg, data.image_size, len(data), method_cls.default_optim)
+    if main:
+        save_yaml(cfg, out / CONFIG_FILE)
+    log.info("%s on %s: %d images at %d px, %s, %d epochs, batch %d, %s/%s%s", cfg.method, cfg.data.train,
+             len(data), data.image_size, cfg.model.backbone, cfg.run.epochs, cfg.run.batch_size,
+             device, precision, f", {world} processes" if world > 1 else "")
+    _report_bad(data.bad, out, log, main)
+
+    backbone = build_backbone(cfg.model.backbone, image_size=data.image_size, **backbone_kwargs(cfg))
+    method = method_cls(cfg.method_config, backbone,
+                        RunShape(image_size=data.image_size, epochs=cfg.run.epochs, n_images=len(data)))
+    method.to(device)
+    multicrop = MultiCrop(method.view_specs()).to(device)
+
+    per_process = cfg.run.batch_size // world
+    steps_per_epoch = data.steps_per_epoch(per_process, drop_last=True, world_size=world)
+    if per_process < 1 or steps_per_epoch < 1:
+        raise TrainingError(f"--batch-size {cfg.run.batch_size} is larger than the {len(data)} images of "
+                            f"{cfg.data.train} (over {world} processes): lower --batch-size")
+    total_steps = cfg.run.epochs * steps_per_epoch
+    o = cfg.optim
+    base_lr = o.lr * cfg.run.batch_size / 256          # linear scaling rule (thesis 5.3.2)
+    warmup_steps = int(round(o.warmup_epochs * steps_per_epoch))
+    schedules = {
+        "lr": lambda s: warmup_cosine(s, total_steps, warmup_steps, base_lr, o.min_lr),
+        "weight_decay": lambda s: cosine(s, total_steps, o.weight_decay, o.weight_decay_end),
+        **method.schedules(total_steps, steps_per_epoch),
+    }
+    optimizer = build_optimizer(o.optimizer, method, lr=base_lr, weight_decay=o.weight_decay, momentum=o.momentum)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    epoch, start_step, global_step = 0, 0, 0
+    metrics = MetricsLog(out, enabled=main)
+    ckpt_path = out / CHECKPOINT
+    if resume:
+        state = load_checkpoint(ckpt_path, map_location=device)
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        epoch, start_step, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
+        metrics.truncate_from(global_step)
+        log.info("resumed from %s at epoch %d, step %d", ckpt_path, epoch + 1, global_step)
+    elif main:
+        metrics.truncate_from(0)
+
+    model = dist_setup.wrap_ddp(method, device) if world > 1 else method
+    autocast = dist_setup.autocast(device, precision)
+    trainable = [p for p in method.parameters() if p.requires_grad]
+
+    def checkpoint(ep: int, step_in_epoch: int) -> None:
+        rngs = dist.all_gather_object(rng_state())
+        if main:
+            save_checkpoint(ckpt_path, {
+                "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "epoch": ep, "step_in_epoch": step_in_epoch,
+                "global_step": global_step, "rng": rngs, "config": cfg.to_dict()})
+
+    progress = Progress(main and cfg.run.progress, total_steps)
+    with _StopFlag() as stop:
+        while epoch < cfg.run.epochs:
+            method.train()
+            progress.start_epoch(epoch, cfg.run.epochs, steps_per_epoch, start_step)
+            sums: dict[str, float] = {}
+            count = 0
+            t_last = time.time()
+            batches = data.batches(per_process, shuffle=True, seed=cfg.run.seed, epoch=epoch,
+                                   start_step=start_step, drop_last=True, rank=rank, world_size=world,
+                                   num_workers=cfg.data.num_workers)
+            step_in_epoch = start_step
+            for batch in batches:
+                if batch.bad:
+                    _report_bad(batch.bad, out, log, main)
+                values = {name: fn(global_step) for name, fn in schedules.items()}
+                info = StepInfo(global_step, epoch, total_steps, steps_per_epoch, values)
+                set_schedule_values(optimizer, values["lr"], values["weight_decay"])
+                views = multicrop(batch.images.to(device, non_blocking=True))
+                with autocast:
+                    loss, logs = model(views, info)
+                if not torch.isfinite(loss):
+                    progress.close()
+                    raise TrainingError(
+                        f"loss is {loss.item()} at epoch {epoch + 1}, step {global_step}: training stopped. "
+                        f"The last good checkpoint is kept in {ckpt_path if ckpt_path.exists() else out}; "
+                        "lower --optim.lr, check --optim.clip_grad, or use --run.precision=fp32")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if o.clip_grad and o.clip_grad > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(trainable, o.clip_grad)
+                for p in method.frozen_parameters(info):
+                    p.grad = None
+                scaler.step(optimizer)
+                scaler.update()
+                for student, teacher in method.ema_pairs():
+                    ema_update(teacher, student, values["teacher_momentum"])
+
+                now = time.time()
+                images_per_s = len(batch.images) * world / max(now - t_last, 1e-9)
+                t_last = now
+                record = {"loss": loss.item(), **{k: float(v) for k, v in logs.items()},
+                          "lr": values["lr"], "weight_decay": values["weight_decay"],
+                          **{k: v for k, v in values.items() if k not in ("lr", "weight_decay")}}
+                for k, v in record.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                if global_step % cfg.run.log_every == 0 or step_in_epoch == steps_per_epoch - 1:
+                    metrics.write({"type": "step", "epoch": epoch, "step": global_step, **record,
+                                   "images_per_s": images_per_s})
+                progress.update(global_step + 1, record["loss"], values["lr"], images_per_s)
+                if on_step is not None:
+                    on_step(global_step, record)
+                global_step += 1
+                step_in_epoch += 1
+                if stop.signal is not None:
+                    break
+            progress.close()
+            if stop.signal is not None and step_in_epoch < steps_per_epoch:
+                checkpoint(epoch, step_in_epoch)
+                log.info("interrupted (signal %d) at epoch %d, step %d: checkpoint saved; continue with "
+                         "`nolabel train --out %s --resume`", stop.signal, epoch + 1, global_step, out)
+                return out
+            means = {k: v / max(count, 1) for k, v in sums.items()}
+            _end_of_epoch(method, means, epoch, global_step, data, metrics, log)
+            epoch += 1
+            start_step = 0
+            if epoch % cfg.run.save_every == 0 or epoch == cfg.run.epochs or stop.signal is not None:
+                checkpoint(epoch, 0)
+            if main:
+                plot_metrics(out)
+            if stop.signal is not None:
+                log.info("interrupted (signal %d) after epoch %d: checkpoint saved; continue with "
+                         "`nolabel train --out %s --resume`", stop.signal, epoch, out)
+                return out
+    log.info("done: %d epochs in %s", cfg.run.epochs, out)
+    return out
+
+
+def _end_of_epoch(method, means, epoch, global_step, data, metrics, log) -> None:
+    warnings = method.health(means)
+    for w in warnings:
+        log.warning("epoch %d: %s", epoch + 1, w)
+    record = {"type": "epoch", "epoch": epoch, "step": global_step - 1, **means,
+              "skipped_files": len(data.bad), "collapse_warnings": len(warnings)}
+    metrics.write(record)
+    health = " ".join(f"{k} {means[k]:.4g}" for k in ("teacher_entropy", "kl", "emb_std") if k in means)
+    log.info("epoch %d: loss %.4f %s", epoch + 1, means.get("loss", math.nan), health)
+
+
+def _report_bad(bad: list[tuple[str, str]], out: Path, log, main: bool) -> None:
+    if not bad or not main:
+        return
+    path = out / BAD_FILES
+    seen = set(path.read_text().splitlines()) if path.exists() else set()
+    new = [f"{key}\t{reason}" for key, reason in bad if f"{key}\t{reason}" not in seen]
+    if not new:
+        return
+    with path.open("a") as f:
+        f.write("".join(line + "\n" for line in new))
+    log.warning("skipped %d unreadable file(s) (listed in %s), e.g. %s", len(new), path, new[0].replace("\t", ": "))

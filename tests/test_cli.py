@@ -1,0 +1,70 @@
+import json
+
+import pytest
+
+from nolabel.cli import main
+from tests.train.conftest import TINY
+
+
+def run(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--data", "demo", "--out", "X", "--method", "nosuch"], "valid methods: dino"),
+    (["train", "--data", "demo", "--out", "X", "--backbone", "vgg"], "vgg"),
+    (["train", "--data", "/no/such/dir", "--out", "X"], "/no/such/dir"),
+    (["train", "--out", "X"], "needs --data"),
+    (["train", "--data", "demo", "--out", "X", "--run.nosuch=1"], "valid keys of 'run'"),
+    (["train", "--out", "X", "--resume"], "no checkpoint to continue"),
+    (["eval", "knn", "nothing-here", "--train", "demo", "--test", "demo:test"], "random:<backbone>"),
+    (["eval", "knn", "random:vgg", "--train", "demo", "--test", "demo:test"], "unknown backbone 'vgg'"),
+])
+def test_errors_name_the_option(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert message in err
+
+
+def test_unknown_flag_is_rejected(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["train", "--data", "demo", "--out", "X", "--epoch", "3"])
+    assert "unrecognized arguments: --epoch" in capsys.readouterr().err
+
+
+def test_train_resume_export_and_knn(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--out", str(out), "--method", "dino"] + TINY
+    code, _, err = run(base + ["--run.epochs=1"], capsys)
+    assert code == 0, err
+    # refuses to overwrite a run
+    code, _, err = run(base, capsys)
+    assert code == 2 and "--resume" in err
+    # resume must not silently change the config
+    code, _, err = run(["train", "--out", str(out), "--resume", "--epochs", "5"], capsys)
+    assert code == 2 and "run.epochs" in err
+    code, _, err = run(["train", "--out", str(out), "--resume"], capsys)
+    assert code == 0, err
+    code, _, err = run(["export", str(out), str(tmp_path / "exp")], capsys)
+    assert code == 0, err
+    import nolabel
+    backbone = nolabel.load_backbone(tmp_path / "exp")
+    assert backbone.num_features == 32
+    result_file = tmp_path / "knn.json"
+    for model in (str(out), str(tmp_path / "exp")):
+        code, stdout, err = run(["eval", "knn", model, "--train", "demo?n=100", "--test", "demo:test?n=50",
+                                 "--json", str(result_file)], capsys)
+        assert code == 0, err
+        result = json.loads(result_file.read_text())
+        assert {"top1", "top5", "k", "temperature", "n_train", "n_test"} <= set(result)
+        assert result["n_train"] == 100 and result["n_test"] == 50 and result["k"] == 20
+    # the run folder and its export give the same features, hence the same result
+    code, stdout2, _ = run(["eval", "knn", str(out), "--train", "demo?n=100", "--test", "demo:test?n=50"], capsys)
+    assert f"top-1 {result['top1']:.2f}%" in stdout2
+    code, stdout, _ = run(["eval", "knn", "pixels", "--train", "demo?n=100", "--test", "demo:test?n=50",
+                           "--protocol", "lightly"], capsys)
+    assert code == 0 and "k=200" in stdout
