@@ -19,6 +19,8 @@ def test_int_accepted_for_float_but_not_the_reverse():
     cfg = new_config()
     apply_overrides(cfg, ["--optim.lr=1"])
     assert isinstance(cfg.optim.lr, float)
+    apply_overrides(cfg, ["--optim.lr=1e-3"])          # YAML 1.1 would read a string
+    assert cfg.optim.lr == 0.001
     with pytest.raises(ConfigError, match="run.epochs"):
         apply_overrides(cfg, ["--run.epochs=2.5"])
 
@@ -51,3 +53,12 @@ def test_diff_lists_changed_keys():
     b.run.epochs = 7
     b.method_config.teacher_temp = 0.05
     assert diff(a, b) == ["dino.teacher_temp", "run.epochs"]
+
+
+def test_demo_preset_sets_cpu_values_and_user_options_win():
+    from nolabel.presets import DEMO_PRESET, apply_demo_preset, is_demo
+    cfg = apply_demo_preset(new_config())
+    assert cfg.model.backbone == DEMO_PRESET["model.backbone"] and cfg.method_config.out_dim == 1024
+    apply_overrides(cfg, ["--run.epochs=3"])
+    assert cfg.run.epochs == 3
+    assert is_demo("demo") and is_demo("demo:test?n=5") and not is_demo("/data/demo")

@@ -91,6 +91,7 @@ def cmd_train(args, overrides: list[str]) -> int:
     from nolabel.config import ConfigError, apply_overrides, diff, load_yaml, new_config
     from nolabel.train import CONFIG_FILE, train
     from nolabel.checkpoint import CHECKPOINT
+    from nolabel.presets import apply_demo_preset, is_demo
 
     out = Path(args.out)
     settings = _explicit_settings(args, overrides)
@@ -113,6 +114,8 @@ def cmd_train(args, overrides: list[str]) -> int:
             raise CliError(f"--method {args.method} conflicts with method {cfg_method!r} in {args.config}")
     else:
         cfg = new_config(args.method or "dino")
+        if args.data and is_demo(args.data):
+            apply_demo_preset(cfg)
     apply_overrides(cfg, settings)
     if not cfg.data.train:
         raise CliError("train needs --data SPEC (a folder, .tar/.tar.gz, cifar10:DIR or demo)")

@@ -153,6 +153,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         if type(None) in allowed:
             return None
         raise ConfigError(f"{source}: {key} cannot be null")
+    if isinstance(value, str) and str not in allowed:
+        value = _number(value)              # YAML 1.1 reads "1e-3" as a string
     for t in allowed:
         origin = typing.get_origin(t) or t
         if origin is bool and isinstance(value, bool):
@@ -170,6 +172,15 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             return tuple(value) if origin is tuple else list(value)
     names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
     raise ConfigError(f"{source}: {key} expects {names}, got {value!r}")
+
+
+def _number(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def set_value(cfg: Config, dotted: str, value: Any, source: str = "override") -> None:

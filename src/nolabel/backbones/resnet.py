@@ -135,41 +135,21 @@ class ResNet(nn.Module):
         return self.forward_maps(x).mean(dim=(2, 3))
 
 
-@register("resnet18")
-def resnet18(
-    image_size: int = 224,
-    *,
-    width: float = 1.0,
-    small_stem: bool | None = None,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-18: BasicBlock x [2, 2, 2, 2], 512 * width features (11.18M params at width 1)."""
-    return ResNet(
-        BasicBlock,
-        (2, 2, 2, 2),
-        name="resnet18",
-        image_size=image_size,
-        width=width,
-        small_stem=small_stem,
-        zero_init_residual=zero_init_residual,
-    )
+# name -> (block, blocks per stage, features at width 1, params at width 1) (He et al. 2016).
+RESNET_DEPTHS = {"resnet18": (BasicBlock, (2, 2, 2, 2), 512, "11.18M"),
+                 "resnet50": (Bottleneck, (3, 4, 6, 3), 2048, "23.51M")}
 
 
-@register("resnet50")
-def resnet50(
-    image_size: int = 224,
-    *,
-    width: float = 1.0,
-    small_stem: bool | None = None,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-50: Bottleneck x [3, 4, 6, 3], 2048 * width features (23.51M params at width 1)."""
-    return ResNet(
-        Bottleneck,
-        (3, 4, 6, 3),
-        name="resnet50",
-        image_size=image_size,
-        width=width,
-        small_stem=small_stem,
-        zero_init_residual=zero_init_residual,
-    )
+def _resnet_factory(name: str, block, layers, features: int, params: str):
+    def factory(image_size: int = 224, *, width: float = 1.0, small_stem: bool | None = None,
+                zero_init_residual: bool = False) -> ResNet:
+        return ResNet(block, layers, name=name, image_size=image_size, width=width, small_stem=small_stem,
+                      zero_init_residual=zero_init_residual)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = (f"{name}: {block.__name__} x {list(layers)}, {features} * width features "
+                       f"({params} params at width 1).")
+    return register(name)(factory)
+
+
+resnet18, resnet50 = (_resnet_factory(n, *RESNET_DEPTHS[n]) for n in RESNET_DEPTHS)

@@ -190,55 +190,21 @@ def is_vit(model: nn.Module) -> bool:
     return False
 
 
-@register("vit_tiny")
-def vit_tiny(
-    image_size: int = 224,
-    *,
-    patch_size: int | None = None,
-    embed_dim: int = 192,
-    depth: int = 12,
-    num_heads: int = 3,
-    mlp_ratio: float = 4.0,
-    drop_path_rate: float = 0.0,
-) -> VisionTransformer:
-    """ViT-Tiny: 192-d, 12 blocks, 3 heads (5.5M params at /16)."""
-    return VisionTransformer(
-        name="vit_tiny", image_size=image_size, patch_size=patch_size, embed_dim=embed_dim,
-        depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
-    )  # fmt: skip
+# name -> (embed_dim, num_heads, params at /16); 12 blocks, MLP ratio 4 (Dosovitskiy et al. 2020;
+# the thesis' ViT-S/16 and ViT-B/16, Table 5.2).
+VIT_SIZES = {"vit_tiny": (192, 3, "5.5M"), "vit_small": (384, 6, "21.7M"), "vit_base": (768, 12, "85.8M")}
 
 
-@register("vit_small")
-def vit_small(
-    image_size: int = 224,
-    *,
-    patch_size: int | None = None,
-    embed_dim: int = 384,
-    depth: int = 12,
-    num_heads: int = 6,
-    mlp_ratio: float = 4.0,
-    drop_path_rate: float = 0.0,
-) -> VisionTransformer:
-    """ViT-Small: 384-d, 12 blocks, 6 heads (21.7M params at /16)."""
-    return VisionTransformer(
-        name="vit_small", image_size=image_size, patch_size=patch_size, embed_dim=embed_dim,
-        depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
-    )  # fmt: skip
+def _vit_factory(name: str, dim: int, heads: int, params: str):
+    def factory(image_size: int = 224, *, patch_size: int | None = None, embed_dim: int = dim, depth: int = 12,
+                num_heads: int = heads, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0) -> VisionTransformer:
+        return VisionTransformer(name=name, image_size=image_size, patch_size=patch_size, embed_dim=embed_dim,
+                                 depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                                 drop_path_rate=drop_path_rate)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"{name}: {dim}-d, 12 blocks, {heads} heads ({params} params at /16)."
+    return register(name)(factory)
 
 
-@register("vit_base")
-def vit_base(
-    image_size: int = 224,
-    *,
-    patch_size: int | None = None,
-    embed_dim: int = 768,
-    depth: int = 12,
-    num_heads: int = 12,
-    mlp_ratio: float = 4.0,
-    drop_path_rate: float = 0.0,
-) -> VisionTransformer:
-    """ViT-Base: 768-d, 12 blocks, 12 heads (85.8M params at /16)."""
-    return VisionTransformer(
-        name="vit_base", image_size=image_size, patch_size=patch_size, embed_dim=embed_dim,
-        depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
-    )  # fmt: skip
+vit_tiny, vit_small, vit_base = (_vit_factory(n, *VIT_SIZES[n]) for n in VIT_SIZES)

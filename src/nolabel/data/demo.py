@@ -1,10 +1,11 @@
 """The built-in ``demo`` dataset: ten shape classes on random textured backgrounds.
 
 Each image shows one object (circle, square, triangle, ...) at a random
-position, size (35%-80% of the image side), rotation and colour, over a random
-background mixing smooth colour noise, stripes, checkers and gradients. Colour,
-position and background carry no class information, so raw pixels give a poor
-k-NN accuracy while a feature that has learned *shape* does well.
+position, size (45%-85% of the image side), rotation and colour, over a random
+background mixing smooth colour noise, stripes, checkers and gradients (a pool of
+textures, randomly shifted and mirrored). Colour, position and background carry no
+class information, so raw pixels give a poor k-NN accuracy while a feature that has
+learned *shape* does well.
 
 Objects are drawn at 4x resolution with Pillow and box-downsampled, which
 antialiases their edges. Generation is deterministic: the same arguments give
@@ -27,7 +28,14 @@ DEMO_CLASSES: tuple[str, ...] = (
 DEFAULT_SIZES = {"train": 4000, "test": 1000}
 _SPLIT_CODES = {"train": 0, "test": 1}
 _SUPERSAMPLE = 4
-_MIN_FRACTION, _MAX_FRACTION = 0.35, 0.80
+_MIN_FRACTION, _MAX_FRACTION = 0.45, 0.85
+# Backgrounds and object colours are random but drawn from small pools shared by
+# every class and both splits: a texture or colour then says nothing about the
+# class *and* nothing about which image it is, so a self-supervised method cannot
+# match two views of an image by background or colour alone and has to use shape.
+# (With a unique texture per image, DINO learnt textures: k-NN at chance.)
+_N_TEXTURES = 16
+_PALETTE = 8
 
 
 def _regular_polygon(corners: int, radius: float = 1.0, phase: float = np.pi / 2) -> np.ndarray:
@@ -138,14 +146,23 @@ def _gradient(rng: np.random.Generator, canvas: _Canvas) -> np.ndarray:
 _TEXTURES = (_smooth_noise, _stripes, _checkers, _gradient)
 
 
-def _background(rng: np.random.Generator, canvas: _Canvas) -> np.ndarray:
-    """A random textured background, (S, S, 3) float in [0, 255]."""
+def _texture(rng: np.random.Generator, canvas: _Canvas) -> np.ndarray:
+    """A random texture, (S, S, 3) float in [0, 255]."""
     first = _TEXTURES[int(rng.integers(len(_TEXTURES)))](rng, canvas)
     if rng.random() < 0.5:
         second = _TEXTURES[int(rng.integers(len(_TEXTURES)))](rng, canvas)
         first = first + rng.uniform(0.2, 0.6) * (second - first)
-    noise = rng.normal(0.0, rng.uniform(0.0, 10.0), size=first.shape)
-    return first + noise
+    return first
+
+
+def _background(rng: np.random.Generator, canvas: _Canvas, pool: list[np.ndarray]) -> np.ndarray:
+    """A texture of the pool, circularly shifted and mirrored at random, with pixel
+    noise: (S, S, 3) float in [0, 255]."""
+    texture = pool[int(rng.integers(len(pool)))]
+    texture = np.roll(texture, tuple(rng.integers(0, canvas.size, size=2)), axis=(0, 1))
+    if rng.random() < 0.5:
+        texture = texture[:, ::-1]
+    return texture + rng.normal(0.0, rng.uniform(0.0, 8.0), size=texture.shape)
 
 
 def _object_alpha(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
@@ -164,23 +181,25 @@ def _object_alpha(rng: np.random.Generator, label: int, size: int) -> np.ndarray
     return np.asarray(small, dtype=np.float64) / 255.0
 
 
-def _object_colour(rng: np.random.Generator, canvas: _Canvas,
-                   under: np.ndarray) -> np.ndarray:
-    """Object colour with a mild random shading, (S, S, 3); contrasted with ``under`` (3,)."""
-    candidates = rng.uniform(0, 255, size=(4, 3))
+def _object_colour(rng: np.random.Generator, canvas: _Canvas, under: np.ndarray,
+                   palette: np.ndarray) -> np.ndarray:
+    """A palette colour with a mild random shading, (S, S, 3); of 3 random palette
+    colours, the one furthest from ``under`` (3,), the background under the object."""
+    candidates = palette[rng.choice(len(palette), size=3, replace=False)]
     colour = candidates[np.argmax(np.linalg.norm(candidates - under, axis=1))]
     along, _ = _projection(rng, canvas)
     shade = 1.0 + rng.uniform(0.0, 0.5) * along  # +-25% brightness across the image
     return colour[None, None, :] * shade[:, :, None]
 
 
-def _render(rng: np.random.Generator, label: int, canvas: _Canvas) -> tuple[np.ndarray, np.ndarray]:
+def _render(rng: np.random.Generator, label: int, canvas: _Canvas, pool: list[np.ndarray],
+            palette: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One image: uint8 (S, S, 3) and its bool object mask (S, S)."""
-    background = _background(rng, canvas)
+    background = _background(rng, canvas, pool)
     alpha = _object_alpha(rng, label, canvas.size)
     mask = alpha >= 0.5
     under = background[mask].mean(axis=0) if mask.any() else background.mean(axis=(0, 1))
-    colour = _object_colour(rng, canvas, under)
+    colour = _object_colour(rng, canvas, under, palette)
     image = background + alpha[:, :, None] * (colour - background)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask
 
@@ -214,10 +233,13 @@ def generate_demo(split: str = "train", n: int | None = None, size: int = 32,
     num_classes = len(DEMO_CLASSES)
     labels = rng.permutation(np.arange(count) % num_classes)
     canvas = _Canvas(size)
+    shared = np.random.default_rng(np.random.SeedSequence([seed, 99]))   # the same pools for both splits
+    pool = [_texture(shared, canvas) for _ in range(_N_TEXTURES)]
+    palette = shared.uniform(0, 255, size=(_PALETTE, 3))
     images = np.empty((count, size, size, 3), dtype=np.uint8)
     masks = np.empty((count, size, size), dtype=bool)
     for i, label in enumerate(labels.tolist()):
-        images[i], masks[i] = _render(rng, label, canvas)
+        images[i], masks[i] = _render(rng, label, canvas, pool, palette)
     return {
         "images": torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
         "labels": torch.from_numpy(labels.astype(np.int64)),

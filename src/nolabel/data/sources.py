@@ -37,7 +37,8 @@ ACCEPTED_FORMS = """accepted data specs:
   PATH/TO/FOLDER            images in <class>/<file> (labelled) or any layout (unlabelled)
   flat:PATH                 force a folder or archive to be read as unlabelled
   PATH/TO/ARCHIVE.tar | .tar.gz | .tgz   a folder packed in a tar archive
-  cifar10:DIR | cifar10:DIR:test         CIFAR-10 python format (downloaded into DIR)"""
+  cifar10:DIR | cifar10:DIR:test         CIFAR-10 python format (downloaded into DIR)
+  SPEC?subset=N             a seeded, class-stratified subset of N items of any of the above"""
 
 _SEEKABLE_SUFFIXES = (".tar",)
 _STREAMED_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -246,6 +247,10 @@ def open_source(spec: str) -> Source:
     text = spec.strip()
     if not text:
         raise _fail(spec, "empty spec")
+    from nolabel.data.subset import split_subset, take_subset
+    base, subset = split_subset(text)
+    if subset is not None:
+        return take_subset(spec, open_source(base), subset)
     if text == "demo" or text.startswith(("demo:", "demo?")):
         return _open_demo(text)
     if text.startswith("cifar10:"):

@@ -12,7 +12,8 @@ from torch import nn
 from nolabel.views import normalize
 
 MODEL_FORMS = ("a run folder (from `nolabel train`)", "an exported backbone folder (from `nolabel export`)",
-               "random:<backbone> (random initialisation, e.g. random:vit_tiny)", "pixels (raw pixels)")
+               "random:<backbone> (random initialisation, e.g. random:vit_tiny)",
+               "random:<run or export folder> (that architecture, randomly initialised)", "pixels (raw pixels)")
 
 
 @dataclass
@@ -34,6 +35,29 @@ class FeatureModel:
         if self.network is not None:
             self.network.to(device).eval()
         return self
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "config.yaml").is_file() and (path / "checkpoint.pt").is_file()
+
+
+def _is_export(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "backbone.safetensors").is_file()
+
+
+def _architecture(path: Path) -> tuple[dict, int]:
+    """(build_backbone kwargs, image size) of a run folder or an export, no weights."""
+    import json
+
+    from nolabel.config import load_yaml
+    from nolabel.presets import backbone_kwargs
+
+    if _is_run(path):
+        cfg = load_yaml(path / "config.yaml")
+        return {"name": cfg.model.backbone, "image_size": cfg.data.image_size, **backbone_kwargs(cfg)}, \
+            cfg.data.image_size
+    config = json.loads((path / "config.json").read_text())
+    return dict(config["backbone"]), config.get("image_size")
 
 
 def _run_folder_backbone(path: Path) -> tuple[nn.Module, int]:
@@ -60,18 +84,24 @@ def load_model(spec: str, image_size: int | None = None) -> FeatureModel:
         return FeatureModel("pixels", None, None)
     if spec.startswith("random:"):
         name = spec.split(":", 1)[1]
-        if name not in backbone_names():
-            raise ValueError(f"model {spec!r}: unknown backbone {name!r}; valid: {', '.join(backbone_names())}")
+        size = None
+        if _is_run(Path(name)) or _is_export(Path(name)):
+            kwargs, size = _architecture(Path(name))
+        elif name in backbone_names():
+            kwargs = {"name": name, "image_size": image_size or 224}
+        else:
+            raise ValueError(f"model {spec!r}: unknown backbone {name!r}; valid: {', '.join(backbone_names())}, "
+                             "or a run/export folder for its architecture")
         generator_state = torch.get_rng_state()
         torch.manual_seed(0)                      # the same random network every time
-        network = build_backbone(name, image_size=image_size or 224)
+        network = build_backbone(**kwargs)
         torch.set_rng_state(generator_state)
-        return FeatureModel(spec, network.eval(), None)
+        return FeatureModel(spec, network.eval(), size)
     path = Path(spec)
-    if (path / "config.yaml").is_file() and (path / "checkpoint.pt").is_file():
+    if _is_run(path):
         network, size = _run_folder_backbone(path)
         return FeatureModel(spec, network.eval(), size)
-    if (path / "config.json").is_file() and (path / "backbone.safetensors").is_file():
+    if _is_export(path):
         network = load_backbone(path)
         return FeatureModel(spec, network, network.export_config.get("image_size"))
     raise ValueError(f"model {spec!r} is not something nolabel can evaluate ("

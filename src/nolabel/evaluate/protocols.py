@@ -25,10 +25,8 @@ def knn_protocol(model_spec: str, train_spec: str, test_spec: str, k: int = 20, 
     result dict of :func:`knn_classify` plus ``model``, ``image_size`` and seconds."""
     t0 = time.time()
     dev = _device(device)
-    size = None
-    if not (model_spec == "pixels" or model_spec.startswith("random:")):
-        model = load_model(model_spec)
-        size = model.image_size
+    model = None if model_spec == "pixels" else load_model(model_spec)
+    size = model.image_size if model is not None else None
     if size is None:
         size = probe_image_size(train_spec)
         model = load_model(model_spec, image_size=size)

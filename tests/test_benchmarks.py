@@ -1,0 +1,30 @@
+"""The benchmark scripts keep working: a tiny run of each prints its JSON report."""
+import importlib.util
+import json
+from pathlib import Path
+
+from tests.train.conftest import TINY
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pretrain_knn_report(tmp_path, capsys):
+    overrides = [o[2:] for o in TINY if not o.startswith(("--data.train", "--run.epochs", "--run.batch_size",
+                                                            "--model.backbone"))]
+    report = load("pretrain_knn").main(["--train-spec", "demo?n=64", "--test-spec", "demo:test?n=32",
+                                        "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "b"),
+                                        "--set", *overrides])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["knn_top1"] == report["knn_top1"]
+    for model in ("trained", "random_init", "pixels"):
+        assert 0 <= report["knn_top1"][model]["thesis"] <= 100
+        assert 0 <= report["knn_top1"][model]["lightly"] <= 100
+    assert report["train_images"] == 64 and report["test_images"] == 32
+    assert report["speed_ratio_to_bare_backbone"] > 0
