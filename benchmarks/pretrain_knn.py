@@ -79,13 +79,13 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     if args.train_spec and args.test_spec:
-        train_base, test_spec, name = args.train_spec, args.test_spec, args.train_spec
+        train_base, test_spec, benchmark = args.train_spec, args.test_spec, args.train_spec
     else:
         train_archive, test_archive = args.data / "train.tar.gz", args.data / "test.tar.gz"
         if not train_archive.is_file() or not test_archive.is_file():
             sys.exit(f"CIFAR-10 archives not found in {args.data}: expected train.tar.gz and test.tar.gz "
                      "(or give --train-spec and --test-spec)")
-        train_base, test_spec, name = str(train_archive), str(test_archive), "cifar10"
+        train_base, test_spec, benchmark = str(train_archive), str(test_archive), "cifar10"
     train_spec = train_base + (f"?subset={args.train_subset}" if args.train_subset else "")
     bank_spec = train_base + (f"?subset={args.knn_train_subset}" if args.knn_train_subset else "")
 
@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
         results[name]["eval_seconds"] = round(time.time() - t, 1)
 
     report = {
-        "benchmark": name, "method": cfg.method, "backbone": cfg.model.backbone,
+        "benchmark": benchmark, "method": cfg.method, "backbone": cfg.model.backbone,
         "backbone_kwargs": backbone_kwargs(cfg), "image_size": size, "epochs": cfg.run.epochs,
         "batch_size": cfg.run.batch_size, "train_images": len(open_images(train_spec, image_size=size,
                                                                             progress=False)),

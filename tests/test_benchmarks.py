@@ -26,5 +26,6 @@ def test_pretrain_knn_report(tmp_path, capsys):
     for model in ("trained", "random_init", "pixels"):
         assert 0 <= report["knn_top1"][model]["thesis"] <= 100
         assert 0 <= report["knn_top1"][model]["lightly"] <= 100
+    assert report["benchmark"] == "demo?n=64"
     assert report["train_images"] == 64 and report["test_images"] == 32
     assert report["speed_ratio_to_bare_backbone"] > 0
