@@ -68,3 +68,10 @@ def test_train_resume_export_and_knn(tmp_path, capsys):
     code, stdout, _ = run(["eval", "knn", "pixels", "--train", "demo?n=100", "--test", "demo:test?n=50",
                            "--protocol", "lightly"], capsys)
     assert code == 0 and "k=200" in stdout
+
+
+def test_random_backbone_by_name_is_built_for_the_data_size(capsys):
+    code, stdout, err = run(["eval", "knn", "random:resnet18", "--train", "demo?n=40&size=24",
+                             "--test", "demo:test?n=20&size=24"], capsys)
+    assert code == 0, err
+    assert "random:resnet18" in stdout and "(40 train, 20 test)" in stdout

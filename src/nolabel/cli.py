@@ -88,7 +88,7 @@ def _explicit_settings(args, overrides: list[str]) -> list[str]:
 
 
 def cmd_train(args, overrides: list[str]) -> int:
-    from nolabel.config import ConfigError, apply_overrides, diff, load_yaml, new_config
+    from nolabel.config import apply_overrides, diff, load_yaml, new_config
     from nolabel.train import CONFIG_FILE, train
     from nolabel.checkpoint import CHECKPOINT
     from nolabel.presets import apply_demo_preset, is_demo

@@ -5,7 +5,6 @@ checkpoints (every epoch and on SIGINT/SIGTERM) and exact resume.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import signal

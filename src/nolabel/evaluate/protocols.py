@@ -25,11 +25,12 @@ def knn_protocol(model_spec: str, train_spec: str, test_spec: str, k: int = 20, 
     result dict of :func:`knn_classify` plus ``model``, ``image_size`` and seconds."""
     t0 = time.time()
     dev = _device(device)
-    model = None if model_spec == "pixels" else load_model(model_spec)
-    size = model.image_size if model is not None else None
-    if size is None:
-        size = probe_image_size(train_spec)
-        model = load_model(model_spec, image_size=size)
+    from nolabel.backbones import backbone_names
+
+    needs_data_size = model_spec == "pixels" or model_spec.removeprefix("random:") in backbone_names()
+    size = probe_image_size(train_spec) if needs_data_size else None
+    model = load_model(model_spec, image_size=size)
+    size = size or model.image_size or probe_image_size(train_spec)
     train = open_images(train_spec, image_size=size, progress=progress)
     test = open_images(test_spec, image_size=size, progress=progress)
     if not train.has_labels or not test.has_labels:
