@@ -21,8 +21,7 @@ def run_demo(out: Path, method: str = "dino", epochs: int | None = None, fresh: 
         shutil.rmtree(out)
     if (out / CHECKPOINT).exists():
         cfg = load_yaml(out / CONFIG_FILE)
-        done = cfg.run.epochs if epochs is None else epochs
-        if cfg.run.epochs != done:
+        if epochs is not None and epochs != cfg.run.epochs:
             raise ValueError(f"{out} holds a demo run of {cfg.run.epochs} epochs: use --fresh to start over")
         print(f"continuing the demo run in {out} (use --fresh to start over)")
         train(cfg, resume=True)

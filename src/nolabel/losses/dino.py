@@ -56,6 +56,13 @@ def updated_center(center: torch.Tensor, teacher_out: torch.Tensor, momentum: fl
 
 
 @torch.no_grad()
+def teacher_entropy(teacher_out: torch.Tensor, center: torch.Tensor, teacher_temp: float) -> float:
+    """Mean entropy h(P_t) in nats of the centred, sharpened teacher outputs (V_t, B, K)."""
+    q = teacher_probs(teacher_out, center, teacher_temp)
+    return float(-(q * torch.log(q.clamp_min(1e-12))).sum(-1).mean())
+
+
+@torch.no_grad()
 def entropy_and_kl(student_out: torch.Tensor, teacher_out: torch.Tensor, center: torch.Tensor,
                    teacher_temp: float, student_temp: float) -> tuple[float, float]:
     """Eq. 5.5 decomposition ``H(P_t, P_s) = h(P_t) + KL(P_t || P_s)`` over the same
@@ -64,7 +71,6 @@ def entropy_and_kl(student_out: torch.Tensor, teacher_out: torch.Tensor, center:
     Collapse shows as KL -> 0 (Fig. 5.8); h -> 0 without centering, h -> log K
     without sharpening.
     """
-    q = teacher_probs(teacher_out, center, teacher_temp)                  # (V_t, B, K)
-    h = -(q * torch.log(q.clamp_min(1e-12))).sum(-1).mean()
+    h = teacher_entropy(teacher_out, center, teacher_temp)
     cross = dino_loss(student_out, teacher_out, center, teacher_temp, student_temp)
-    return float(h), float(cross - h)
+    return h, float(cross) - h

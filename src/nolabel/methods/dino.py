@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from nolabel.heads import DINOHead
-from nolabel.losses.dino import dino_loss, entropy_and_kl, updated_center
+from nolabel.losses.dino import dino_loss, teacher_entropy, updated_center
 from nolabel.methods import register
 from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
 from nolabel.monitor import dino_collapse_warnings, embedding_std, embedding_collapse_warning
@@ -120,7 +120,9 @@ class Dino(Method):
         _, student_out = self.student(views)                              # (V, B, K)
         center = self.center if self.cfg.centering else torch.zeros_like(self.center)
         loss = dino_loss(student_out, teacher_out, center, teacher_temp, self.cfg.student_temp)
-        h, kl = entropy_and_kl(student_out.detach(), teacher_out, center, teacher_temp, self.cfg.student_temp)
+        # Eq. 5.5: the loss is H = h + KL, so KL needs only the teacher entropy
+        h = teacher_entropy(teacher_out, center, teacher_temp)
+        kl = float(loss.detach()) - h
         if self.cfg.centering:
             self.center.copy_(updated_center(self.center, teacher_out, self.cfg.center_momentum))
         logs = {"teacher_entropy": h, "kl": kl,
