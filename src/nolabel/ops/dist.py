@@ -85,3 +85,41 @@ def all_gather_object(obj):
     out = [None] * world_size()
     torch_dist.all_gather_object(out, obj)
     return out
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """Forward: concatenate every process's (N, ...) slice. Backward: each process
+    receives the gradient of its own slice summed over processes (all-reduce), since
+    every process's loss may depend on every slice."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rows = tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(world_size())]
+        torch_dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()                                # never reduce autograd's buffer in place
+        torch_dist.all_reduce(grad, op=torch_dist.ReduceOp.SUM)
+        start = rank() * ctx.rows
+        return grad[start:start + ctx.rows]
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate along dim 0 the equal-shape tensors of every process, keeping autograd.
+
+    tensor: (N, ...) on each process; returns (world_size * N, ...) in rank order, the
+    calling process's rows at ``[rank * N, (rank + 1) * N)``. The backward gives each
+    process ``sum_p dL_p / d(its slice)`` over every process p, so the input gradient is
+    that of the sum of all processes' losses: when every process computes the loss of
+    the whole gathered batch (Barlow Twins, VICReg) or the mean over its own rows of a
+    global-batch loss (SimCLR), it is ``world_size`` times the single-process gradient
+    of those rows, and DDP's gradient averaging then gives exactly the single-process
+    parameter gradients. Every process must pass the same shape (gloo raises on a
+    mismatch; NCCL may hang). Without a process group: the tensor itself.
+    """
+    if not is_dist():
+        return tensor
+    return _GatherWithGrad.apply(tensor)
