@@ -1,0 +1,187 @@
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nolabel.ops.sinkhorn import sinkhorn_knopp
+
+
+def naive_sinkhorn(scores, eps, n_iters):
+    """The thesis' pseudocode (section 4.2.2) with explicit loops over Python floats
+    (float64): Q = exp(Z / eps); per iteration divide each prototype column by its sum
+    over the batch, then each sample row by its sum. Only for |Z / eps| < ~700."""
+    batch, k = scores.shape
+    q = [[math.exp(scores[b, j].item() / eps) for j in range(k)] for b in range(batch)]
+    for _ in range(n_iters):
+        for j in range(k):
+            col = math.fsum(q[b][j] for b in range(batch))
+            for b in range(batch):
+                q[b][j] /= col
+        for b in range(batch):
+            row = math.fsum(q[b])
+            q[b] = [v / row for v in q[b]]
+    return torch.tensor(q, dtype=torch.float64)
+
+
+def naive_log_sinkhorn(scores, eps, n_iters):
+    """Same iterations with explicit loops in log space (float64), valid for any magnitude."""
+    def log_sum(values):
+        m = max(values)
+        return m + math.log(math.fsum(math.exp(v - m) for v in values))
+
+    batch, k = scores.shape
+    lq = [[scores[b, j].item() / eps for j in range(k)] for b in range(batch)]
+    for _ in range(n_iters):
+        for j in range(k):
+            col = log_sum([lq[b][j] for b in range(batch)])
+            for b in range(batch):
+                lq[b][j] -= col
+        for b in range(batch):
+            row = log_sum(lq[b])
+            lq[b] = [v - row for v in lq[b]]
+    return torch.tensor([[math.exp(v) for v in r] for r in lq], dtype=torch.float64)
+
+
+def cosine_scores(batch, k, dim=16, seed=0):
+    """Realistic SwAV scores: l2-normalised features against l2-normalised prototypes."""
+    g = torch.Generator().manual_seed(seed)
+    feats = F.normalize(torch.randn(batch, dim, generator=g), dim=1)
+    protos = F.normalize(torch.randn(k, dim, generator=g), dim=1)
+    return feats @ protos.T
+
+
+def adversarial(name, batch, k):
+    g = torch.Generator().manual_seed(batch * 100 + k)
+    z = torch.randn(batch, k, generator=g)
+    if name == "huge":
+        return z * 1e4
+    if name == "tiny":
+        return z * 1e-6
+    if name == "constant_column":
+        z[:, 1] = 0.7
+        return z
+    if name == "dominant_prototype":
+        z[:, 0] += 50.0                       # every sample prefers prototype 0 by far
+        return z
+    if name == "one_sample_wins_all":
+        z[0] += 1e3                           # sample 0 tops every prototype
+        return z
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("batch,k,n_iters", [(6, 4, 3), (3, 8, 3), (10, 5, 1), (7, 7, 5), (1, 4, 3), (5, 1, 3)])
+def test_matches_thesis_pseudocode_in_float64(batch, k, n_iters):
+    scores = cosine_scores(batch, k, seed=batch + k)
+    want = naive_sinkhorn(scores, 0.05, n_iters)
+    got = sinkhorn_knopp(scores, eps=0.05, n_iters=n_iters)
+    assert got.dtype == torch.float32 and got.shape == (batch, k)
+    assert torch.allclose(got.double(), want, rtol=1e-4, atol=1e-6)
+    got64 = sinkhorn_knopp(scores.double(), eps=0.05, n_iters=n_iters)
+    assert got64.dtype == torch.float64
+    assert torch.allclose(got64, want, rtol=1e-10, atol=1e-12)
+
+
+def test_one_iteration_is_batch_softmax_then_row_normalisation():
+    """Section 4.2.2: with one iteration, Q = softmax(Z / eps, dim=0) (a softmax over the
+    batch axis), then each sample row divided by its sum."""
+    scores = cosine_scores(12, 5, seed=3)
+    q = F.softmax(scores / 0.05, dim=0)
+    q = q / q.sum(dim=1, keepdim=True)
+    assert torch.allclose(sinkhorn_knopp(scores, eps=0.05, n_iters=1), q, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("batch,k", [(64, 16), (16, 64), (32, 32)])
+def test_marginals_on_realistic_scores(batch, k):
+    scores = cosine_scores(batch, k, seed=batch)
+    q = sinkhorn_knopp(scores)                                     # defaults: eps 0.05, 3 iterations
+    assert torch.allclose(q.sum(1), torch.ones(batch), atol=1e-5)  # exact after the last row step
+    def spread(codes):                                             # 0 == perfectly equipartitioned
+        return float((codes.sum(0) / (batch / k) - 1).abs().max())
+    # 3 iterations: no prototype empty or above twice its share, far closer than a per-sample softmax
+    assert spread(q) < 1.0 and spread(q) < 0.4 * spread(F.softmax(scores / 0.05, dim=1))
+    assert spread(sinkhorn_knopp(scores, n_iters=10)) < 0.05
+    q = sinkhorn_knopp(scores, n_iters=300)
+    assert torch.allclose(q.sum(0), torch.full((k,), batch / k), rtol=1e-3)
+    assert torch.allclose(q.sum(1), torch.ones(batch), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["huge", "tiny", "constant_column", "dominant_prototype", "one_sample_wins_all"])
+@pytest.mark.parametrize("batch,k", [(5, 9), (9, 4)])
+def test_adversarial_scores_are_finite_and_match_log_space_loops(name, batch, k):
+    scores = adversarial(name, batch, k)
+    q = sinkhorn_knopp(scores)
+    assert torch.isfinite(q).all() and (q >= 0).all()
+    assert torch.allclose(q.sum(1), torch.ones(batch), atol=1e-5)
+    want = naive_log_sinkhorn(scores, 0.05, 3)
+    assert torch.allclose(sinkhorn_knopp(scores.double()), want, rtol=1e-9, atol=1e-12)
+    # float32 rounds log Q = Z / eps with ~1.2e-7 relative error, so Q is exact to ~1e-7 |Z / eps|
+    tol = 1e-5 + 1e-7 * float(scores.abs().max()) / 0.05
+    assert torch.allclose(q.double(), want, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("name", ["tiny", "constant_column", "dominant_prototype"])
+def test_adversarial_scores_converge_to_equipartition(name):
+    batch, k = 8, 4
+    q = sinkhorn_knopp(adversarial(name, batch, k), n_iters=2000)   # |Z / eps| ~ 1e3: slow but sure
+    assert torch.allclose(q.sum(0), torch.full((k,), batch / k), rtol=1e-3)
+    assert torch.allclose(q.sum(1), torch.ones(batch), atol=1e-5)
+
+
+def test_prototype_offsets_do_not_change_codes():
+    """Adding a constant to one prototype's scores rescales a column of exp(Z / eps),
+    which the first column normalisation removes exactly (Eq. 4.5)."""
+    scores = cosine_scores(10, 6, seed=7)
+    shifted = scores + torch.tensor([5.0, -5.0, 0.0, 2.0, 0.0, -1.0])
+    assert torch.allclose(sinkhorn_knopp(shifted), sinkhorn_knopp(scores), atol=1e-5)
+
+
+def test_tiny_scores_give_uniform_codes_and_batch_of_one_is_uniform():
+    q = sinkhorn_knopp(torch.full((6, 3), 1e-6))
+    assert torch.allclose(q, torch.full((6, 3), 1 / 3))
+    q = sinkhorn_knopp(torch.tensor([[5.0, -3.0, 0.1, 2.0]]))      # one sample: every column has mass 1
+    assert torch.allclose(q, torch.full((1, 4), 0.25))
+
+
+def test_half_input_is_computed_in_float32_without_gradient():
+    scores = (cosine_scores(16, 8, seed=1) * 3).half().requires_grad_()
+    q = sinkhorn_knopp(scores)
+    assert q.dtype == torch.float32 and not q.requires_grad
+    assert torch.isfinite(q).all()
+    assert torch.equal(q, sinkhorn_knopp(scores.detach().float()))  # fp16 -> fp32 is exact
+    big = (torch.randn(16, 8) * 6e4).clamp(-6e4, 6e4).half()        # near the fp16 maximum
+    assert torch.isfinite(sinkhorn_knopp(big)).all()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"scores": torch.zeros(2, 3, 4)}, "batch, prototypes"),
+    ({"scores": torch.zeros(0, 3)}, "at least one sample"),
+    ({"scores": torch.zeros(2, 3), "eps": 0.0}, "eps"),
+    ({"scores": torch.zeros(2, 3), "n_iters": 0}, "n_iters"),
+])
+def test_bad_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sinkhorn_knopp(**kwargs)
+
+
+def test_two_processes_equal_one_process_over_the_concatenated_batch(tmp_path):
+    """Under torchrun (2 gloo CPU processes, unequal batches of 5 and 7), each process's
+    codes equal the rows of the codes computed by one process over all 12 samples."""
+    worker = Path(__file__).with_name("_sinkhorn_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(worker), str(tmp_path)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    full = torch.load(tmp_path / "full.pt")                      # name -> (scores (12, K), eps, n_iters)
+    parts = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert set(full) == set(parts[0]) == set(parts[1]) and len(full) >= 3
+    for name, (scores, eps, n_iters) in full.items():
+        want = sinkhorn_knopp(scores, eps=eps, n_iters=n_iters)
+        assert parts[0][name].shape[0] == 5 and parts[1][name].shape[0] == 7
+        got = torch.cat([parts[0][name], parts[1][name]])
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-7), name
+        assert not torch.allclose(parts[0][name], sinkhorn_knopp(scores[:5], eps=eps, n_iters=n_iters)), name
