@@ -14,8 +14,14 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def _load_builtin() -> None:
-    # Importing the modules registers them.
-    from nolabel.methods import dino  # noqa: F401
+    """Import every module of this package: each registers its methods on import, so
+    a new method is one new file here."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base" and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 def method_names() -> list[str]:
