@@ -16,6 +16,8 @@ KL_COLLAPSED = 1e-3          # nats: the student reproduces the teacher exactly
 ENTROPY_LOW = 0.05           # fraction of log K
 ENTROPY_HIGH = 0.95          # fraction of log K
 EMB_STD_LOW = 0.05           # fraction of the healthy value 1/sqrt(D)
+LOSS_AT_LOG_K = 1e-3         # SwAV: |loss - log K| below this fraction of log K (uniform predictions)
+CODE_USAGE_LOW = 0.1         # SwAV: normalised entropy of the codes' argmax histogram
 
 
 def embedding_std(features: torch.Tensor) -> float:
@@ -49,3 +51,32 @@ def embedding_collapse_warning(emb_std: float | None, dim: int) -> str | None:
         return (f"collapse: l2-normalised embeddings have std {emb_std:.2e}, far below the {healthy:.2e} "
                 "of features spread over the sphere: every image maps to nearly the same point")
     return None
+
+
+def code_usage(codes: torch.Tensor) -> tuple[int, float]:
+    """How a batch spreads over prototypes (SwAV, SeLa: thesis 4.2.2). codes: (..., K)
+    soft assignments (or scores: only the argmax counts). Returns the number of distinct
+    argmax prototypes and the entropy of their histogram divided by its largest possible
+    value ``log(min(K, rows))``: 1 when every row picks its own prototype (or rows spread
+    evenly over all K), 0 when all rows pick the same one (nan for a single row)."""
+    picks = codes.reshape(-1, codes.shape[-1]).argmax(dim=1)
+    counts = torch.bincount(picks, minlength=codes.shape[-1]).float()
+    p = counts[counts > 0] / picks.numel()
+    most = math.log(min(codes.shape[-1], picks.numel()))
+    entropy = float(-(p * p.log()).sum())
+    return int((counts > 0).sum()), entropy / most if most > 0 else float("nan")
+
+
+def swav_collapse_warnings(loss: float | None, log_k: float, usage_entropy: float | None) -> list[str]:
+    """Collapse signs of prototype methods (SwAV, SeLa-v2) from epoch means: the loss at
+    log K (the cross-entropy of any target against a uniform prediction: the features no
+    longer tell images apart) and code usage concentrated on a few prototypes
+    (``usage_entropy`` from :func:`code_usage`)."""
+    warnings = []
+    if loss is not None and math.isfinite(loss) and abs(loss - log_k) < LOSS_AT_LOG_K * log_k:
+        warnings.append(f"collapse: loss {loss:.4f} ~ log K = {log_k:.4f}: codes and predictions are uniform, "
+                        "the features no longer tell images apart (SwAV: is sinkhorn_eps small enough? 0.05)")
+    if usage_entropy is not None and math.isfinite(usage_entropy) and usage_entropy < CODE_USAGE_LOW:
+        warnings.append(f"collapse: code usage entropy {usage_entropy:.3f} of its maximum: the batch's codes "
+                        "fall on a few prototypes (are features l2-normalised? is the queue too stale?)")
+    return warnings

@@ -1,7 +1,8 @@
 """Optimizers: parameter groups that decay only weight matrices and kernels.
 
 Biases and normalisation parameters (every tensor of fewer than 2 dimensions) get no
-weight decay, as in DINO (thesis 5.3.2) and SwAV/LARS (4.2.5).
+weight decay, as in DINO (thesis 5.3.2) and SwAV/LARS (4.2.5). With ``lars`` they also
+take plain SGD steps, without the trust ratio (see :mod:`nolabel.ops.lars`).
 """
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
-OPTIMIZERS = ("adamw", "sgd")
+from nolabel.ops.lars import LARS, lars_param_groups
+
+OPTIMIZERS = ("adamw", "sgd", "lars")
 
 
 def param_groups(params: Iterable[tuple[str, nn.Parameter]]) -> list[dict]:
@@ -34,6 +37,10 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
         return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    if name == "lars":
+        # SwAV's optimizer (thesis 4.2.5): weights adapted and decayed; ndim < 2 groups carry
+        # lars=False and no_decay=True, which set_schedule_values respects.
+        return LARS(lars_param_groups(model, weight_decay), lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
 
 

@@ -27,7 +27,7 @@ from nolabel.ops.schedules import cosine, warmup_cosine
 from nolabel.optim import build_optimizer, set_schedule_values
 from nolabel.presets import backbone_kwargs, resolve
 from nolabel.runlog import MetricsLog, Progress, get_logger, plot_metrics
-from nolabel.views import MultiCrop
+from nolabel.views import MultiCrop, normalize
 
 CONFIG_FILE = "config.yaml"
 BAD_FILES = "skipped_files.txt"
@@ -154,10 +154,13 @@ def train(cfg: Config, resume: bool = False,
                 "scaler": scaler.state_dict(), "epoch": ep, "step_in_epoch": step_in_epoch,
                 "global_step": global_step, "rng": rngs, "config": cfg.to_dict()})
 
+    data_pass = _whole_dataset_pass(method, data, per_process, device, autocast, rank, world, log)
     progress = Progress(main and cfg.run.progress, total_steps)
     with _StopFlag() as stop:
         while epoch < cfg.run.epochs:
             method.train()
+            if start_step == 0:   # mid-epoch resumes keep the hook's results from the checkpoint
+                method.on_epoch_start(epoch, data_pass)
             progress.start_epoch(epoch, cfg.run.epochs, steps_per_epoch, start_step)
             sums: dict[str, float] = {}
             count = 0
@@ -170,7 +173,7 @@ def train(cfg: Config, resume: bool = False,
                 if batch.bad:
                     _report_bad(batch.bad, out, log, main)
                 values = {name: fn(global_step) for name, fn in schedules.items()}
-                info = StepInfo(global_step, epoch, total_steps, steps_per_epoch, values)
+                info = StepInfo(global_step, epoch, total_steps, steps_per_epoch, values, index=batch.index)
                 set_schedule_values(optimizer, values["lr"], values["weight_decay"])
                 views = multicrop(batch.images.to(device, non_blocking=True))
                 with autocast:
@@ -232,6 +235,52 @@ def train(cfg: Config, resume: bool = False,
                 return out
     log.info("done: %d epochs in %s", cfg.run.epochs, out)
     return out
+
+
+def _whole_dataset_pass(method, data, batch_size, device, autocast, rank, world, log):
+    """The ``data_pass`` given to ``Method.on_epoch_start`` (its docstring has the contract):
+    each process maps ``fn`` over its shard of the dataset in order, then the rows of
+    every process are gathered and sorted by dataset position."""
+
+    def run(fn):
+        t0 = time.time()
+        was_training = method.training
+        method.eval()
+        outputs, index = [], []
+        try:
+            with torch.no_grad(), autocast:
+                for batch in data.batches(batch_size, shuffle=False, drop_last=False, rank=rank, world_size=world):
+                    outputs.append(fn(normalize(batch.images.to(device, non_blocking=True))).float())
+                    index.append(batch.index.to(device))
+        finally:
+            method.train(was_training)
+        out, idx = _gather_rows(torch.cat(outputs)), _gather_rows(torch.cat(index))
+        # sharding pads by wrapping around: keep one row per image, in dataset order
+        idx, first = _unique_first(idx)
+        log.info("pass over %d images for %s in %.1fs", len(idx), type(method).__name__, time.time() - t0)
+        return out[first], idx
+
+    return run
+
+
+def _gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate every process's rows (their counts may differ: unreadable files)."""
+    if dist.world_size() == 1:
+        return x
+    counts = dist.all_gather(torch.tensor([x.shape[0]], device=x.device))
+    padded = torch.zeros((int(counts.max()), *x.shape[1:]), dtype=x.dtype, device=x.device)
+    padded[:x.shape[0]] = x
+    rows = dist.all_gather(padded).view(len(counts), -1, *x.shape[1:])
+    return torch.cat([rows[p, :int(n)] for p, n in enumerate(counts)])
+
+
+def _unique_first(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted unique values of ``index`` and the position of the first occurrence of each."""
+    values, inverse = torch.unique(index, sorted=True, return_inverse=True)
+    positions = torch.arange(len(index), device=index.device)
+    first = torch.full((len(values),), len(index), dtype=torch.long, device=index.device)
+    first.scatter_reduce_(0, inverse, positions, reduce="amin")
+    return values, first
 
 
 def _end_of_epoch(method, means, epoch, global_step, data, metrics, log) -> None:

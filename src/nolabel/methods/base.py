@@ -23,6 +23,7 @@ class StepInfo:
     total_steps: int
     steps_per_epoch: int
     values: dict[str, float] = field(default_factory=dict)
+    index: torch.Tensor | None = None   # int64 (B,) CPU: dataset positions of this process's batch
 
 
 @dataclass
@@ -34,6 +35,9 @@ class RunShape:
 
 
 Schedule = Callable[[int], float]
+
+# ``data_pass(fn) -> (outputs, index)``: see :meth:`Method.on_epoch_start`.
+DataPass = Callable[[Callable[[torch.Tensor], torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
 
 
 class Method(nn.Module):
@@ -77,6 +81,28 @@ class Method(nn.Module):
         for part in self.encoder_prefix.split("."):
             module = getattr(module, part)
         return module
+
+    def on_epoch_start(self, epoch: int, data_pass: DataPass) -> None:
+        """Offline work before the epoch's first step (default: nothing). Deep-clustering
+        methods (SeLa-v2, DeepCluster-v2: thesis 4.4) label the whole dataset here.
+
+        ``data_pass(fn)`` runs ``fn`` over every image of the training set, un-augmented:
+        ``fn`` gets float (b,3,S,S) images at the base size S, normalised as the views are
+        (ImageNet mean/std), on the training device, under ``torch.no_grad()``, the run's
+        autocast and with the method in eval mode (train mode is restored after), and
+        returns a (b, ...) tensor. ``data_pass`` returns ``(outputs (M, ...) float32,
+        index (M,) int64)`` on the training device, rows sorted by dataset position and
+        identical on every process (each process runs its shard; rows are gathered).
+        M == len(dataset) unless streamed files are unreadable (their rows are missing).
+        Nothing is computed unless ``data_pass`` is called, so a method chooses its
+        epochs itself (e.g. ``epoch % every == 0``). Under ``torchrun`` every process must
+        make the same calls (they gather).
+
+        Called at the start of every epoch, including the first and an epoch a resumed run
+        starts at, but *not* when a run resumes in the middle of an epoch: anything
+        computed here that the steps need (labels, centroids) must be kept in buffers so
+        the checkpoint carries it. Per-image state is looked up with ``info.index``.
+        """
 
     def health(self, epoch_means: dict[str, float]) -> list[str]:
         """Collapse warnings from the epoch's mean logs (empty when healthy)."""

@@ -1,0 +1,184 @@
+"""SeLa-v2: self-labelling with optimal transport, improved as in thesis section 4.4.
+
+SeLa [Asano et al., 2020] alternates a labelling step, an equipartitioned assignment of
+the *whole dataset* to K clusters found by Sinkhorn-Knopp (the transport problem of
+Eq. 4.4 solved over all N images instead of a batch), with a training step that
+classifies every view of an image into its label. SeLa-v2 (4.4) adds SwAV's training
+improvements: multi-crop, an MLP projection head, l2-normalised features and
+prototypes with a temperature softmax, cosine learning rate, and several clusterings at
+once (multi-clustering: one set of prototypes, "head", per clustering).
+
+Labels are computed at the start of every ``label_every_epochs``-th epoch from centre
+crops without augmentation (``Method.on_epoch_start``) and kept in a buffer, so a
+checkpoint carries them and a run resumed mid-epoch uses the same labels.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nolabel.heads import mlp
+from nolabel.losses.swav import normalize_prototypes_
+from nolabel.methods import register
+from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
+from nolabel.methods.swav import swav_views
+from nolabel.monitor import code_usage, embedding_collapse_warning, embedding_std, swav_collapse_warnings
+from nolabel.views import ViewSpec
+
+
+@torch.no_grad()
+def sinkhorn_labels(features: torch.Tensor, prototypes: torch.Tensor, eps: float, n_iters: int = 100,
+                    tol: float = 1e-3, chunk: int = 4096) -> tuple[torch.Tensor, int]:
+    """Hard equipartitioned labels of a whole dataset (SeLa's rounding of Eq. 4.5, 4.2.2).
+
+    features: (N, d), prototypes: (K, d) (l2-normalised rows: the scores Z are cosines).
+    Returns int64 (N,) labels ``argmax_k Q[n, k]``, Q the Sinkhorn-Knopp iterate of Prob. 4.4,
+    and the number of iterations run. With ``tol=0`` this is exactly
+    ``sinkhorn_knopp(features @ prototypes.T, eps, n_iters).argmax(1)``; otherwise it stops
+    early once an iteration would change no prototype's total mass by more than ``tol``
+    (relative), i.e. the columns are balanced. The (N, K) matrix is never held:
+    Q = Diag(u) exp(Z / eps) Diag(v) (Eq. 4.5), so only log u (N,) and log v (K,) are kept
+    and the scores are recomputed ``chunk`` rows at a time. Runs on one process over all
+    rows (no cross-process sums): pass the whole dataset.
+    """
+    f, w = features.float(), prototypes.float()
+    n = f.shape[0]
+    log_u = torch.zeros(n, device=f.device)
+    log_v = torch.zeros(w.shape[0], device=f.device)
+    labels = torch.empty(n, dtype=torch.long, device=f.device)
+
+    def scores(start):                                    # rows start..start+chunk of Z / eps: (c, K)
+        return f[start:start + chunk] @ w.T / eps
+
+    for it in range(n_iters):
+        # columns: every prototype gets total mass 1 (log v = -log sum_n u_n exp(Z_nk / eps))
+        per_chunk = [torch.logsumexp(scores(s) + log_u[s:s + chunk, None], dim=0) for s in range(0, n, chunk)]
+        new_log_v = -torch.logsumexp(torch.stack(per_chunk), dim=0)                     # (K,)
+        change = new_log_v - log_v       # + a constant: row sums 1 leave columns at N / K, not 1
+        if it > 0 and float(change.max() - change.min()) < math.log1p(tol):
+            return labels, it
+        log_v = new_log_v
+        # rows: every image sums to 1; the labels are the row maxima of exp(Z / eps) v
+        for s in range(0, n, chunk):
+            z = scores(s) + log_v                                                       # (c, K)
+            log_u[s:s + chunk] = -torch.logsumexp(z, dim=1)
+            labels[s:s + chunk] = z.argmax(dim=1)
+    return labels, n_iters
+
+
+@dataclass
+class SelaConfig:
+    # Projection head and prototypes as SwAV (4.4 adds SwAV's "MLP projection head" and
+    # "temperature-based softmax"; 4.2.5): 2048 -> 128 with BN, l2-normalised, tau 0.1.
+    hidden_dim: int = 2048
+    out_dim: int = 128
+    n_heads: int = 3                     # multi-clustering (4.4; Asano et al. 2020): 3 x 3000, the
+                                         # released DeepCluster-v2 setting of the SwAV code (SeLa used 10)
+    n_prototypes: int | None = None      # K per head. None: 3000 (4.4, Table 4.5), but at most
+                                         # n_images // 10 (at least 2) so clusters can hold ~10 images
+    temperature: float = 0.1
+    # Labelling (Asano et al. 2020): Q = P^lambda with P = softmax(Z / tau) and lambda = 25, i.e.
+    # Sinkhorn on the cosines Z with eps = tau / lambda = 0.004, iterated to convergence. SwAV's
+    # soft codes use 0.05 (4.2.5), but argmax labels of so smooth a Q are unbalanced when the
+    # features are close (measured: cluster sizes 0.4-1.5x N/K against 0.8-1.15x at 0.004).
+    sinkhorn_eps: float | None = None    # None: temperature / 25
+    sinkhorn_iters: int = 100            # at most; stops once columns change by < 0.1%
+    label_every_epochs: int = 1          # relabel before epochs 0, n, 2n, ... (DeepCluster-v2/SeLa-v2
+                                         # relabel every epoch: 4.4 "obtained at the previous epoch")
+    # Multi-crop (4.2.4, 4.2.5; 4.4 Fig. 4.2 trains SeLa-v2 with it): 2 globals + 6 locals.
+    n_local_views: int = 6
+    global_scale_min: float = 0.14
+    local_scale_min: float = 0.05
+    blur: bool | None = None             # None: off below 64 px (see swav.swav_views)
+
+
+@register
+class Sela(Method):
+    name = "sela"
+    Config = SelaConfig
+    # The SwAV optimisation SeLa-v2 shares (4.4 "applying various training improvements"):
+    # see Swav.default_optim (LARS, lr 4.8 at batch 4096 = 0.3 per 256, cosine, wd 1e-6).
+    default_optim = {"optimizer": "lars", "lr": 0.3, "min_lr": 3e-4, "weight_decay": 1e-6,
+                     "weight_decay_end": 1e-6, "clip_grad": 0.0}
+    encoder_prefix = "backbone"
+
+    def __init__(self, cfg: SelaConfig, backbone: nn.Module, shape: RunShape):
+        super().__init__(cfg, backbone, shape)
+        if cfg.n_heads < 1 or cfg.label_every_epochs < 1:
+            raise ValueError(f"sela needs n_heads >= 1 and label_every_epochs >= 1, got {cfg.n_heads} "
+                             f"and {cfg.label_every_epochs}")
+        k = cfg.n_prototypes or min(3000, max(2, shape.n_images // 10))
+        self.n_prototypes = k
+        self.backbone = backbone
+        self.projector = mlp(backbone.num_features, cfg.hidden_dim, cfg.out_dim, n_layers=2, norm="bn", act="relu")
+        self.heads = nn.ModuleList(nn.Linear(cfg.out_dim, k, bias=False) for _ in range(cfg.n_heads))
+        for head in self.heads:
+            normalize_prototypes_(head.weight.data)
+        # labels[h, i]: cluster of image i in clustering h (-1: not labelled). int32 halves what
+        # DistributedDataParallel broadcasts with the buffers.
+        self.register_buffer("labels", torch.full((cfg.n_heads, shape.n_images), -1, dtype=torch.int32))
+        self.register_buffer("label_epoch", torch.tensor(-1))              # epoch of the last labelling
+        self.register_buffer("label_stats", torch.zeros(2))               # clusters used, largest / mean size
+
+    def view_specs(self) -> list[ViewSpec]:
+        c = self.cfg
+        return swav_views(self.shape.image_size, c.n_local_views, (c.global_scale_min, 1.0),
+                          (c.local_scale_min, c.global_scale_min), c.blur)
+
+    def _normalize_heads(self) -> None:
+        for head in self.heads:
+            normalize_prototypes_(head.weight.data)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N,3,h,w) -> l2-normalised projections (N, out_dim)."""
+        return F.normalize(self.projector(self.backbone(images)), dim=1)
+
+    def on_epoch_start(self, epoch, data_pass):
+        if epoch % self.cfg.label_every_epochs:
+            return
+        self._normalize_heads()
+        eps = self.cfg.sinkhorn_eps or self.cfg.temperature / 25
+        z, index = data_pass(self.embed)                                   # (M, d), (M,)
+        self.labels.fill_(-1)
+        used, largest = 0.0, 0.0
+        for h, head in enumerate(self.heads):
+            labels, _ = sinkhorn_labels(z, head.weight, eps, self.cfg.sinkhorn_iters)
+            self.labels[h, index] = labels.to(self.labels.dtype)
+            sizes = torch.bincount(labels, minlength=self.n_prototypes)
+            used += float((sizes > 0).sum()) / len(self.heads)
+            largest += float(sizes.max()) * self.n_prototypes / len(labels) / len(self.heads)
+        self.label_epoch.fill_(epoch)
+        self.label_stats.copy_(torch.tensor([used, largest]))
+
+    def training_step(self, views, info: StepInfo):
+        if info.index is None:
+            raise ValueError("sela looks up each image's label: the batch's dataset indices (info.index) are missing")
+        self._normalize_heads()                                            # before every step, as SwAV (4.2.5)
+        n_views, batch = len(views), views[0].shape[0]
+        feats = forward_multicrop(self.backbone, views)                    # (V*B, D)
+        z = F.normalize(self.projector(feats), dim=1)                      # (V*B, d)
+        targets = self.labels[:, info.index.to(self.labels.device)].long()  # (H, B)
+        losses, correct = [], 0.0
+        for h, head in enumerate(self.heads):
+            logits = head(z) / self.cfg.temperature                        # (V*B, K): every view predicts
+            target = targets[h].repeat(n_views)                            # (V*B,)   its image's label
+            losses.append(F.cross_entropy(logits.float(), target, ignore_index=-1))
+            correct += float((logits.argmax(1) == target).float().mean()) / len(self.heads)
+            if h == 0:
+                used, usage_entropy = code_usage(logits[:batch].detach())
+        loss = torch.stack(losses).mean()
+        logs = {"label_accuracy": correct, "prototypes_used": used, "code_usage_entropy": usage_entropy,
+                "label_epoch": float(self.label_epoch), "label_clusters_used": float(self.label_stats[0]),
+                "label_largest_cluster": float(self.label_stats[1]),
+                "emb_std": embedding_std(feats[:batch].detach().float())}
+        return loss, logs
+
+    def health(self, epoch_means):
+        warnings = swav_collapse_warnings(epoch_means.get("loss"), math.log(self.n_prototypes),
+                                          epoch_means.get("code_usage_entropy"))
+        w = embedding_collapse_warning(epoch_means.get("emb_std"), self.backbone.num_features)
+        return warnings + ([w] if w else [])
