@@ -1,0 +1,80 @@
+"""Barlow Twins: self-supervised learning by redundancy reduction (Zbontar, Jing,
+Misra, LeCun, Deny, "Barlow Twins: Self-Supervised Learning via Redundancy
+Reduction", ICML 2021).
+
+One network (``student``: backbone + projector) embeds both views; the
+cross-correlation matrix of the two batches of embeddings, standardised along the
+batch, is pushed to the identity: diagonal to 1 (invariance), off-diagonal to 0
+(redundancy reduction), Eq. 1, :func:`nolabel.losses.redundancy.barlow_twins_loss`.
+No negatives, no predictor, no momentum encoder; the loss itself excludes a collapsed
+(constant) embedding.
+
+Logs ``on_diag`` (sum_i (1 - C_ii)^2) and ``off_diag`` (sum_{i != j} C_ij^2), the two
+terms of Eq. 1 before weighting (computed again without gradient).
+
+Multi-crop (``n_local_views`` > 0): the loss is taken on every unordered view pair
+holding a global view, (g1, g2), (g1, l), (g2, l), and averaged; each pair's
+correlation matrix is computed over that pair's batches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from nolabel.heads import mlp
+from nolabel.losses.redundancy import barlow_twins_loss
+from nolabel.methods import register
+from nolabel.methods._siamese import (ADAMW_SMALL_BATCH, SiameseBranch, mean_over_pairs, siamese_views,
+                                      size_default, spread_logs, spread_warnings, view_pairs)
+from nolabel.methods.base import Method, RunShape
+
+
+@dataclass
+class BarlowTwinsConfig:
+    # Projector ("Implementation details"): 3 linear layers of 8192 units, BN + ReLU after
+    # the first two. None: 8192 from 96 px up; 2048 below (small images, CPU: its two
+    # 8192 x 8192 layers alone hold 134M parameters; the paper's projector-width ablation
+    # shows accuracy still rising with the width, so 2048 trades some accuracy for speed).
+    proj_dim: int | None = None         # hidden and output width
+    lambd: float = 5e-3                 # weight of the redundancy term ("Implementation details")
+    n_local_views: int = 0              # multi-crop locals (thesis 4.2.4)
+
+
+@register
+class BarlowTwins(Method):
+    name = "barlowtwins"
+    Config = BarlowTwinsConfig
+    # Paper ("Implementation details"): LARS, batch 2048, lr 0.2 x batch/256 for weights
+    # (0.0048 for biases and BN), weight decay 1.5e-6, 10 warm-up epochs, cosine:
+    # --optim.optimizer=lars --optim.lr=0.2 --optim.weight_decay=1.5e-6 (one lr for all).
+    # Default: AdamW for small batches (see ADAMW_SMALL_BATCH).
+    default_optim = dict(ADAMW_SMALL_BATCH)
+    encoder_prefix = "student.backbone"
+
+    def __init__(self, cfg: BarlowTwinsConfig, backbone: nn.Module, shape: RunShape):
+        super().__init__(cfg, backbone, shape)
+        self.proj_dim = size_default(cfg.proj_dim, shape.image_size, 8192, 2048)
+        projector = mlp(backbone.num_features, self.proj_dim, self.proj_dim, n_layers=3, norm="bn", last_bias=False)
+        self.student = SiameseBranch(backbone, projector)
+
+    def view_specs(self):
+        # The paper follows BYOL's augmentations (Appendix): views.two_view_preset's defaults.
+        return siamese_views(self.shape.image_size, self.cfg.n_local_views)
+
+    def training_step(self, views, info):
+        feats, z = self.student(views)                                   # (V*B, D), (V, B, d)
+        lambd = self.cfg.lambd
+
+        def pair_loss(a, b):
+            loss = barlow_twins_loss(z[a], z[b], lambd)
+            with torch.no_grad():
+                on_diag = barlow_twins_loss(z[a], z[b], 0.0)
+            return loss, {"on_diag": on_diag, "off_diag": (loss.detach() - on_diag) / lambd if lambd else 0.0}
+
+        loss, terms = mean_over_pairs(view_pairs(len(views), ordered=False), pair_loss)
+        return loss, {**terms, **spread_logs(feats, z, views[0].shape[0])}
+
+    def health(self, epoch_means):
+        return spread_warnings(epoch_means, self.student.backbone.num_features, self.proj_dim)
