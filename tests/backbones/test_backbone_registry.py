@@ -50,9 +50,9 @@ def test_unknown_option_names_it_and_valid_ones(name):
 
 
 def test_options():
-    assert backbone_options("resnet50") == ["width", "small_stem", "zero_init_residual"]
+    assert backbone_options("resnet50") == ["width", "small_stem", "zero_init_residual", "sobel"]
     assert backbone_options("vit_small") == [
-        "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "drop_path_rate",
+        "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "drop_path_rate", "sobel",
     ]  # fmt: skip
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from nolabel.backbones.registry import register
+from nolabel.backbones.sobel import Sobel
 from nolabel.backbones.resnet_blocks import BasicBlock, Bottleneck
 
 Block = type[BasicBlock] | type[Bottleneck]
@@ -63,6 +64,7 @@ class ResNet(nn.Module):
         width: float = 1.0,
         small_stem: bool | None = None,
         zero_init_residual: bool = False,
+        sobel: bool = False,
     ) -> None:
         super().__init__()
         if len(layers) != 4 or any(n < 1 for n in layers):
@@ -74,12 +76,15 @@ class ResNet(nn.Module):
             raise ValueError(f"width must give at least one stem channel (64 * width >= 0.5), got {width}")
         self.small_stem = resolve_small_stem(small_stem, image_size)
 
+        # Optional fixed Sobel input (DeepCluster, thesis 3.2.1): RGB in, 2 gradient channels to the stem.
+        self.sobel: nn.Module = Sobel() if sobel else nn.Identity()
+        in_chans = Sobel.out_channels if sobel else 3
         # Stem: (B, 3, H, W) -> (B, base, H/s, W/s), s = 1 (small) or 4 (ImageNet).
         if self.small_stem:
-            self.conv1 = nn.Conv2d(3, base, kernel_size=3, stride=1, padding=1, bias=False)
+            self.conv1 = nn.Conv2d(in_chans, base, kernel_size=3, stride=1, padding=1, bias=False)
             self.maxpool: nn.Module = nn.Identity()
         else:
-            self.conv1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(in_chans, base, kernel_size=7, stride=2, padding=3, bias=False)
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.bn1 = nn.BatchNorm2d(base)
         self.relu = nn.ReLU(inplace=True)
@@ -104,6 +109,8 @@ class ResNet(nn.Module):
             "small_stem": self.small_stem,
             "zero_init_residual": bool(zero_init_residual),
         }
+        if sobel:
+            self.spec["sobel"] = True
         self._init_weights(zero_init_residual)
 
     @torch.no_grad()
@@ -124,7 +131,7 @@ class ResNet(nn.Module):
         """Last-stage feature maps: (B, 3, H, W) -> (B, num_features, H/s, W/s), s = 8 or 32."""
         if x.dim() != 4:
             raise ValueError(f"expected a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, c, H/s0, W/s0)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(self.sobel(x)))))  # (B, c, H/s0, W/s0)
         x = self.layer1(x)  # (B, c*e, ., .)
         x = self.layer2(x)  # (B, 2c*e, /2)
         x = self.layer3(x)  # (B, 4c*e, /4)
@@ -142,9 +149,9 @@ RESNET_DEPTHS = {"resnet18": (BasicBlock, (2, 2, 2, 2), 512, "11.18M"),
 
 def _resnet_factory(name: str, block, layers, features: int, params: str):
     def factory(image_size: int = 224, *, width: float = 1.0, small_stem: bool | None = None,
-                zero_init_residual: bool = False) -> ResNet:
+                zero_init_residual: bool = False, sobel: bool = False) -> ResNet:
         return ResNet(block, layers, name=name, image_size=image_size, width=width, small_stem=small_stem,
-                      zero_init_residual=zero_init_residual)
+                      zero_init_residual=zero_init_residual, sobel=sobel)
 
     factory.__name__ = factory.__qualname__ = name
     factory.__doc__ = (f"{name}: {block.__name__} x {list(layers)}, {features} * width features "

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from nolabel.backbones.pos_embed import interpolate_pos_embed
 from nolabel.backbones.registry import register
+from nolabel.backbones.sobel import Sobel
 from nolabel.backbones.vit_layers import LAYER_NORM_EPS, Block
 
 INIT_STD = 0.02
@@ -72,6 +73,7 @@ class VisionTransformer(nn.Module):
         num_heads: int = 6,
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
+        sobel: bool = False,
     ) -> None:
         super().__init__()
         patch_size = default_patch_size(image_size) if patch_size is None else int(patch_size)
@@ -90,7 +92,10 @@ class VisionTransformer(nn.Module):
         self.grid_size = (image_size // patch_size, image_size // patch_size)
         num_patches = self.grid_size[0] * self.grid_size[1]
 
-        self.patch_embed = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
+        # Optional fixed Sobel input (DeepCluster, thesis 3.2.1): RGB in, 2 gradient channels to the patches.
+        self.sobel: nn.Module = Sobel() if sobel else nn.Identity()
+        in_chans = Sobel.out_channels if sobel else 3
+        self.patch_embed = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, embed_dim))
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
@@ -107,6 +112,8 @@ class VisionTransformer(nn.Module):
             "mlp_ratio": float(mlp_ratio),
             "drop_path_rate": float(drop_path_rate),
         }
+        if sobel:
+            self.spec["sobel"] = True
         self._init_weights()
 
     @torch.no_grad()
@@ -139,7 +146,7 @@ class VisionTransformer(nn.Module):
         p = self.patch_size
         if height % p != 0 or width % p != 0:
             raise ValueError(f"input size {height}x{width} is not a multiple of the patch size {p}")
-        patches = self.patch_embed(x)  # (B, D, H/p, W/p)
+        patches = self.patch_embed(self.sobel(x))  # (B, D, H/p, W/p)
         h, w = patches.shape[-2:]
         tokens = patches.flatten(2).transpose(1, 2)  # (B, N, D)
         cls = self.cls_token.expand(tokens.shape[0], -1, -1)  # (B, 1, D)
@@ -197,10 +204,11 @@ VIT_SIZES = {"vit_tiny": (192, 3, "5.5M"), "vit_small": (384, 6, "21.7M"), "vit_
 
 def _vit_factory(name: str, dim: int, heads: int, params: str):
     def factory(image_size: int = 224, *, patch_size: int | None = None, embed_dim: int = dim, depth: int = 12,
-                num_heads: int = heads, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0) -> VisionTransformer:
+                num_heads: int = heads, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0,
+                sobel: bool = False) -> VisionTransformer:
         return VisionTransformer(name=name, image_size=image_size, patch_size=patch_size, embed_dim=embed_dim,
                                  depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-                                 drop_path_rate=drop_path_rate)
+                                 drop_path_rate=drop_path_rate, sobel=sobel)
 
     factory.__name__ = factory.__qualname__ = name
     factory.__doc__ = f"{name}: {dim}-d, 12 blocks, {heads} heads ({params} params at /16)."

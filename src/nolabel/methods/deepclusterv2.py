@@ -1,0 +1,111 @@
+"""DeepCluster-v2 (thesis section 4.4): DeepCluster with SwAV's training improvements
+(multi-crop, MLP projection head, l2-normalised features, temperature softmax, cosine
+learning rate, LARS) and explicit comparisons to k-means centroids.
+
+At the start of every ``label_every_epochs``-th epoch the l2-normalised projections of
+the whole dataset (centre crops, no augmentation) are clustered by k-means, once per
+clustering head with a different seed (multi-clustering, 3 by default). The normalised
+centroids *are* the prototypes: each view's projection z is scored against them,
+``softmax(z C_h^T / tau)``, and trained to predict its image's cluster. Because the
+centroids are fixed between clusterings there is no classifier to re-initialise and no
+correspondence problem between epochs (4.4: "explicit comparisons to k-means centroids,
+which increase stability"). Centroids and labels are buffers (exact resume).
+
+The released code clusters a memory bank of the previous epoch's training projections;
+here the whole-dataset pass of the loop (``Method.on_epoch_start``) is used instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nolabel.heads import mlp
+from nolabel.methods import register
+from nolabel.methods import _clustering as C
+from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
+from nolabel.methods.swav import swav_views
+from nolabel.monitor import embedding_std
+from nolabel.views import ViewSpec
+
+
+@dataclass
+class DeepClusterV2Config:
+    hidden_dim: int = 2048           # projection head as SwAV (4.2.5): 2048 -> 128, BN
+    out_dim: int = 128
+    n_heads: int = 3                 # clusterings at once (4.4 multi-clustering; released setting 3 x 3000)
+    n_prototypes: int | None = None  # k per clustering; None: min(3000, n_images // 10), >= 2
+    temperature: float = 0.1         # 4.4 temperature softmax (SwAV's tau, 4.2.5)
+    kmeans_iters: int = 10
+    label_every_epochs: int = 1      # 4.4: assignments "obtained at the previous epoch"
+    n_local_views: int = 6           # multi-crop 2 + 6 (4.2.4; Table 4.6 uses 2x160+4x96)
+    global_scale_min: float = 0.14
+    local_scale_min: float = 0.05
+    blur: bool | None = None         # None: off below 64 px (swav_views)
+
+
+@register
+class DeepClusterV2(Method):
+    name = "deepclusterv2"
+    Config = DeepClusterV2Config
+    # The SwAV optimisation shared by the v2 methods (see Swav.default_optim / Sela.default_optim).
+    default_optim = {"optimizer": "lars", "lr": 0.3, "min_lr": 3e-4, "weight_decay": 1e-6,
+                     "weight_decay_end": 1e-6, "clip_grad": 0.0}
+    encoder_prefix = "backbone"
+
+    def __init__(self, cfg: DeepClusterV2Config, backbone: nn.Module, shape: RunShape):
+        super().__init__(cfg, backbone, shape)
+        if cfg.n_heads < 1 or cfg.label_every_epochs < 1:
+            raise ValueError(f"deepclusterv2 needs n_heads >= 1 and label_every_epochs >= 1, got {cfg.n_heads}, "
+                             f"{cfg.label_every_epochs}")
+        self.n_prototypes = k = cfg.n_prototypes or C.default_k(shape.n_images, 3000)
+        self.backbone = backbone
+        self.projector = mlp(backbone.num_features, cfg.hidden_dim, cfg.out_dim, n_layers=2, norm="bn", act="relu")
+        self.register_buffer("labels", torch.full((cfg.n_heads, shape.n_images), -1, dtype=torch.int32))
+        self.register_buffer("centroids", torch.zeros(cfg.n_heads, k, cfg.out_dim))   # unit rows: prototypes
+        self.register_buffer("label_epoch", torch.tensor(-1))
+        self.register_buffer("cluster_stats", torch.zeros(len(C.STAT_NAMES)))           # of clustering 0
+
+    def view_specs(self) -> list[ViewSpec]:
+        c = self.cfg
+        return swav_views(self.shape.image_size, c.n_local_views, (c.global_scale_min, 1.0),
+                          (c.local_scale_min, c.global_scale_min), c.blur)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N,3,h,w) -> l2-normalised projections (N, out_dim)."""
+        return F.normalize(self.projector(self.backbone(images)), dim=1)
+
+    def on_epoch_start(self, epoch, data_pass):
+        if epoch % self.cfg.label_every_epochs:
+            return
+        z, index = data_pass(self.embed)                                   # (M, d) unit rows
+        previous = self.labels[0, index].long() if int(self.label_epoch) >= 0 else None
+        self.labels.fill_(-1)
+        for h in range(self.cfg.n_heads):
+            result = C.cluster(z, self.n_prototypes, seed=epoch * self.cfg.n_heads + h,
+                               n_iters=self.cfg.kmeans_iters)
+            self.labels[h, index] = result.assignments.to(self.labels)
+            self.centroids[h] = F.normalize(result.centroids, dim=1).to(self.centroids)
+            if h == 0:
+                self.cluster_stats.copy_(C.stats(result.assignments, self.n_prototypes, previous,
+                                                 result.n_empty_fixed))
+        self.label_epoch.fill_(epoch)
+
+    def training_step(self, views, info: StepInfo):
+        if info.index is None:
+            raise ValueError("deepclusterv2 looks up each image's cluster: info.index is missing")
+        n_views, batch = len(views), views[0].shape[0]
+        feats = forward_multicrop(self.backbone, views)                    # (V*B, D)
+        z = F.normalize(self.projector(feats), dim=1).float()              # (V*B, d)
+        targets = self.labels[:, info.index.to(self.labels.device)].long()  # (H, B)
+        losses, correct = [], 0.0
+        for h in range(self.cfg.n_heads):
+            logits = z @ self.centroids[h].T / self.cfg.temperature        # (V*B, k)
+            target = targets[h].repeat(n_views)                            # every view, its image's cluster
+            losses.append(F.cross_entropy(logits, target, ignore_index=-1))
+            correct += float((logits.argmax(1) == target).float().mean()) / self.cfg.n_heads
+        logs = {"label_accuracy": correct, "label_epoch": float(self.label_epoch),
+                **C.stat_logs(self.cluster_stats), "emb_std": embedding_std(feats[:batch].detach().float())}
+        return torch.stack(losses).mean(), logs

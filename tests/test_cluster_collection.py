@@ -1,0 +1,27 @@
+"""``nolabel cluster`` implementation: CSV, PNG grid, sizes JSON and NMI with labels."""
+import csv
+import json
+
+import pytest
+
+from nolabel.cluster_collection import cluster_collection
+
+
+def test_outputs(tmp_path):
+    r = cluster_collection("random:vit_tiny", "demo?n=32", 3, tmp_path / "out", grid_cols=4)
+    rows = list(csv.DictReader(open(tmp_path / "out" / "assignments.csv")))
+    assert len(rows) == 32 and set(rows[0]) == {"path", "cluster", "distance"}
+    assert {int(row["cluster"]) for row in rows} == {0, 1, 2}
+    assert all(float(row["distance"]) >= 0 for row in rows)
+    assert len({row["path"] for row in rows}) == 32
+    sizes = json.loads((tmp_path / "out" / "cluster_sizes.json").read_text())
+    assert sizes["k"] == 3 and sum(sizes["sizes"]) == 32 and min(sizes["sizes"]) > 0
+    assert 0.0 <= sizes["nmi"] <= 1.0 and r["nmi"] == sizes["nmi"]          # the demo set has labels
+    assert (tmp_path / "out" / "clusters.png").read_bytes()[:4] == b"\x89PNG"
+    from PIL import Image
+    assert Image.open(tmp_path / "out" / "clusters.png").size[1] >= 3 * 32   # one row per cluster
+
+
+def test_bad_k(tmp_path):
+    with pytest.raises(ValueError, match="--k"):
+        cluster_collection("pixels", "demo?n=8", 20, tmp_path)
