@@ -29,3 +29,13 @@ def test_pretrain_knn_report(tmp_path, capsys):
     assert report["benchmark"] == "demo?n=64"
     assert report["train_images"] == 64 and report["test_images"] == 32
     assert report["speed_ratio_to_bare_backbone"] > 0
+
+
+def test_demo_learnability_report(capsys):
+    from nolabel.data import demo
+    before = demo._background
+    report = load("demo_learnability").main(["--loss", "simclr", "--steps", "2", "--batch-size", "8",
+                                             "--n-train", "40", "--n-test", "20", "--bg-contrast", "0.5"])
+    assert json.loads(capsys.readouterr().out)["knn_top1"] == report["knn_top1"]
+    assert set(report["knn_top1"]) == {"trained", "random_init", "pixels"}
+    assert demo._background is before                   # the data patch does not leak
