@@ -13,7 +13,7 @@ def run(argv, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["train", "--data", "demo", "--out", "X", "--method", "nosuch"], "valid methods: dino"),
+    (["train", "--data", "demo", "--out", "X", "--method", "nosuch"], "valid methods: barlowtwins, byol, deepcluster"),
     (["train", "--data", "demo", "--out", "X", "--backbone", "vgg"], "vgg"),
     (["train", "--data", "/no/such/dir", "--out", "X"], "/no/such/dir"),
     (["train", "--out", "X"], "needs --data"),
@@ -21,6 +21,9 @@ def run(argv, capsys):
     (["train", "--out", "X", "--resume"], "no checkpoint to continue"),
     (["eval", "knn", "nothing-here", "--train", "demo", "--test", "demo:test"], "random:<backbone>"),
     (["eval", "knn", "random:vgg", "--train", "demo", "--test", "demo:test"], "unknown backbone 'vgg'"),
+    (["eval", "attention", "random:resnet18", "--test", "demo:test?n=8"], "give a ViT model"),
+    (["eval", "all", "pixels", "--train", "demo?n=8", "--test", "demo:test?n=8", "--skip", "knn", "nosuch"],
+     "--skip nosuch: unknown protocol"),
 ])
 def test_errors_name_the_option(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

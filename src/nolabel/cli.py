@@ -34,7 +34,7 @@ def _train_parser(sub) -> None:
 
 
 def _eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate frozen features")
+    p = sub.add_parser("eval", help="evaluate frozen features (one protocol, or all of them)")
     esub = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     k = esub.add_parser("knn", help="weighted k-NN classification (thesis 5.3.2)", allow_abbrev=False)
     k.add_argument("model", help="run folder, exported backbone, random:<backbone> or pixels")
@@ -47,6 +47,8 @@ def _eval_parser(sub) -> None:
     k.add_argument("--batch-size", type=int, default=256)
     k.add_argument("--device", default="auto")
     k.add_argument("--json", default=None, help="also write the result to this JSON file")
+    from nolabel.evaluate.commands import add_parsers
+    add_parsers(esub)
 
 
 def _export_parser(sub) -> None:
@@ -131,6 +133,10 @@ def _report_train(run_dir: Path) -> int:
 
 def cmd_eval(args) -> int:
     from nolabel.evaluate.protocols import KNN_PROTOCOLS, knn_protocol
+
+    if getattr(args, "eval_protocol", None):  # every protocol but knn
+        from nolabel.evaluate.commands import run
+        return run(args)
 
     k_default, t_default = KNN_PROTOCOLS[args.protocol]
     k = args.k if args.k is not None else k_default
