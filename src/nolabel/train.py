@@ -5,6 +5,8 @@ checkpoints (every epoch and on SIGINT/SIGTERM) and exact resume.
 """
 from __future__ import annotations
 
+import json
+
 import math
 import random
 import signal
@@ -30,6 +32,7 @@ from nolabel.runlog import MetricsLog, Progress, get_logger, plot_metrics
 from nolabel.views import MultiCrop, normalize
 
 CONFIG_FILE = "config.yaml"
+ENCODER_FILE = "encoder.json"
 BAD_FILES = "skipped_files.txt"
 
 
@@ -107,6 +110,8 @@ def train(cfg: Config, resume: bool = False,
     backbone = build_backbone(cfg.model.backbone, image_size=data.image_size, **backbone_kwargs(cfg))
     method = method_cls(cfg.method_config, backbone,
                         RunShape(image_size=data.image_size, epochs=cfg.run.epochs, n_images=len(data)))
+    if main:   # the encoder's exact architecture (a method may change it, e.g. DeepCluster's Sobel input)
+        (out / ENCODER_FILE).write_text(json.dumps(method.encoder().spec, indent=1))
     method.to(device)
     multicrop = MultiCrop(method.view_specs()).to(device)
 

@@ -90,14 +90,12 @@ def run_method(tmp_path_factory):
         if name in runs:
             return runs[name]
         seen: dict = {}
-        original_backbone, original_optimizer = train_module.build_backbone, train_module.build_optimizer
-
-        def spy_backbone(*args, **kwargs):
-            seen["backbone"] = original_backbone(*args, **kwargs)
-            seen["init"] = {k: v.clone() for k, v in seen["backbone"].state_dict().items()}
-            return seen["backbone"]
+        original_optimizer = train_module.build_optimizer
 
         def spy_optimizer(opt_name, method, *args, **kwargs):
+            # the encoder the method trains (DeepCluster rebuilds the loop's backbone with Sobel)
+            seen["backbone"] = method.encoder()
+            seen["init"] = {k: v.clone() for k, v in seen["backbone"].state_dict().items()}
             seen["teachers"] = [(t, [p.detach().clone() for p in t.parameters()]) for _, t in method.ema_pairs()]
             return original_optimizer(opt_name, method, *args, **kwargs)
 
@@ -114,11 +112,11 @@ def run_method(tmp_path_factory):
         cfg = new_config(name)
         out = tmp_path_factory.mktemp(name) / "run"
         apply_overrides(cfg, GENERAL + [f"--run.out={out}"] + [f"--{name}.{o}" for o in section(name)])
-        train_module.build_backbone, train_module.build_optimizer = spy_backbone, spy_optimizer
+        train_module.build_optimizer = spy_optimizer
         try:
             train_module.train(cfg, on_step=on_step)
         finally:
-            train_module.build_backbone, train_module.build_optimizer = original_backbone, original_optimizer
+            train_module.build_optimizer = original_optimizer
         moved = None
         if seen["teachers"]:
             moved = all(any(not torch.equal(p, p0) for p, p0 in zip(t.parameters(), init))

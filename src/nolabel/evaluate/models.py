@@ -54,6 +54,8 @@ def _architecture(path: Path) -> tuple[dict, int]:
 
     if _is_run(path):
         cfg = load_yaml(path / "config.yaml")
+        if (path / "encoder.json").is_file():     # written by the loop: the encoder as trained
+            return json.loads((path / "encoder.json").read_text()), cfg.data.image_size
         return {"name": cfg.model.backbone, "image_size": cfg.data.image_size, **backbone_kwargs(cfg)}, \
             cfg.data.image_size
     config = json.loads((path / "config.json").read_text())
@@ -65,10 +67,9 @@ def _run_folder_backbone(path: Path) -> tuple[nn.Module, int]:
     from nolabel.checkpoint import CHECKPOINT, load_checkpoint, state_with_prefix
     from nolabel.config import load_yaml
     from nolabel.methods import get_method
-    from nolabel.presets import backbone_kwargs
 
     cfg = load_yaml(path / "config.yaml")
-    network = build_backbone(cfg.model.backbone, image_size=cfg.data.image_size, **backbone_kwargs(cfg))
+    network = build_backbone(**_architecture(path)[0])
     state = load_checkpoint(path / CHECKPOINT)["method"]
     network.load_state_dict(state_with_prefix(state, get_method(cfg.method).encoder_prefix))
     return network, cfg.data.image_size
