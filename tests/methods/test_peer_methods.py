@@ -90,11 +90,17 @@ def run_method(tmp_path_factory):
         if name in runs:
             return runs[name]
         seen: dict = {}
-        original_optimizer = train_module.build_optimizer
+        original_backbone, original_optimizer = train_module.build_backbone, train_module.build_optimizer
+
+        def spy_backbone(*args, **kwargs):
+            seen["built"] = original_backbone(*args, **kwargs)
+            return seen["built"]
 
         def spy_optimizer(opt_name, method, *args, **kwargs):
-            # the encoder the method trains (DeepCluster rebuilds the loop's backbone with Sobel)
-            seen["backbone"] = method.encoder()
+            # the backbone the method trains: the loop's, unless the method replaced it
+            # (DeepCluster rebuilds it with a Sobel input; then the encoder is the trained one)
+            kept = any(m is seen["built"] for m in method.modules())
+            seen["backbone"] = seen["built"] if kept else method.encoder()
             seen["init"] = {k: v.clone() for k, v in seen["backbone"].state_dict().items()}
             seen["teachers"] = [(t, [p.detach().clone() for p in t.parameters()]) for _, t in method.ema_pairs()]
             return original_optimizer(opt_name, method, *args, **kwargs)
@@ -112,11 +118,11 @@ def run_method(tmp_path_factory):
         cfg = new_config(name)
         out = tmp_path_factory.mktemp(name) / "run"
         apply_overrides(cfg, GENERAL + [f"--run.out={out}"] + [f"--{name}.{o}" for o in section(name)])
-        train_module.build_optimizer = spy_optimizer
+        train_module.build_backbone, train_module.build_optimizer = spy_backbone, spy_optimizer
         try:
             train_module.train(cfg, on_step=on_step)
         finally:
-            train_module.build_optimizer = original_optimizer
+            train_module.build_backbone, train_module.build_optimizer = original_backbone, original_optimizer
         moved = None
         if seen["teachers"]:
             moved = all(any(not torch.equal(p, p0) for p, p0 in zip(t.parameters(), init))
