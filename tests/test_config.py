@@ -62,3 +62,14 @@ def test_demo_preset_sets_cpu_values_and_user_options_win():
     apply_overrides(cfg, ["--run.epochs=3"])
     assert cfg.run.epochs == 3
     assert is_demo("demo") and is_demo("demo:test?n=5") and not is_demo("/data/demo")
+
+
+def test_demo_preset_gives_way_to_another_backbone():
+    from nolabel.presets import apply_demo_preset, drop_foreign_demo_options
+    cfg = apply_demo_preset(new_config("dino"))
+    apply_overrides(cfg, ["--model.backbone=vit_tiny", "--model.patch_size=4"])
+    drop_foreign_demo_options(cfg)
+    assert cfg.model.width is None and cfg.model.small_stem is None and cfg.model.patch_size == 4
+    kept = apply_demo_preset(new_config("dino"))           # the preset's own backbone keeps its options
+    drop_foreign_demo_options(kept)
+    assert kept.model.width == 0.5 and kept.model.small_stem is False

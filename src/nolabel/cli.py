@@ -93,7 +93,7 @@ def cmd_train(args, overrides: list[str]) -> int:
     from nolabel.config import apply_overrides, diff, load_yaml, new_config
     from nolabel.train import CONFIG_FILE, train
     from nolabel.checkpoint import CHECKPOINT
-    from nolabel.presets import apply_demo_preset, is_demo
+    from nolabel.presets import apply_demo_preset, drop_foreign_demo_options, is_demo
 
     out = Path(args.out)
     settings = _explicit_settings(args, overrides)
@@ -119,6 +119,8 @@ def cmd_train(args, overrides: list[str]) -> int:
         if args.data and is_demo(args.data):
             apply_demo_preset(cfg)
     apply_overrides(cfg, settings)
+    if cfg.data.train and is_demo(cfg.data.train) and not args.resume:
+        drop_foreign_demo_options(cfg)
     if not cfg.data.train:
         raise CliError("train needs --data SPEC (a folder, .tar/.tar.gz, cifar10:DIR or demo)")
     if (out / CHECKPOINT).exists():

@@ -31,6 +31,24 @@ def apply_demo_preset(cfg: Config) -> Config:
     return cfg
 
 
+def drop_foreign_demo_options(cfg: Config) -> Config:
+    """After the user's options: when they chose another backbone than the demo preset's,
+    unset the preset's ``model`` fields that backbone does not take (a ViT has no
+    ``width``), so ``--model.backbone=vit_tiny`` works on ``demo``."""
+    from nolabel.backbones import backbone_names, backbone_options
+
+    name = cfg.model.backbone
+    if name is None or name not in backbone_names():
+        return cfg
+    accepted = set(backbone_options(name))
+    for key, value in DEMO_PRESET.items():
+        section, field = key.split(".")
+        if section == "model" and field != "backbone" and field not in accepted \
+                and getattr(cfg.model, field) == value:
+            setattr(cfg.model, field, None)
+    return cfg
+
+
 def default_backbone(image_size: int) -> str:
     """ViT-tiny (patch 4 at 32 px, 8 up to 64 px) for small images, ViT-S/16 above:
     DINO's default architecture (thesis 5.3.2) scaled to the image size."""
