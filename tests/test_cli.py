@@ -24,6 +24,7 @@ def run(argv, capsys):
     (["eval", "attention", "random:resnet18", "--test", "demo:test?n=8"], "give a ViT model"),
     (["eval", "all", "pixels", "--train", "demo?n=8", "--test", "demo:test?n=8", "--skip", "knn", "nosuch"],
      "--skip nosuch: unknown protocol"),
+    (["cluster", "random:resnet18", "--data", "demo?n=8", "--k", "50", "--out", "C"], "--k 50"),
 ])
 def test_errors_name_the_option(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -78,3 +79,13 @@ def test_random_backbone_by_name_is_built_for_the_data_size(capsys):
                              "--test", "demo:test?n=20&size=24"], capsys)
     assert code == 0, err
     assert "random:resnet18" in stdout and "(40 train, 20 test)" in stdout
+
+
+def test_cluster_command_writes_its_files(capsys, tmp_path):
+    code, out, _ = run(["cluster", "random:resnet18", "--data", "demo?n=40", "--k", "4",
+                        "--out", str(tmp_path / "c")], capsys)
+    assert code == 0 and "NMI with the labels" in out
+    sizes = json.loads((tmp_path / "c" / "cluster_sizes.json").read_text())
+    assert sum(sizes["sizes"]) == 40 and sizes["k"] == 4
+    assert len((tmp_path / "c" / "assignments.csv").read_text().splitlines()) == 41   # header + one row an image
+    assert (tmp_path / "c" / "clusters.png").is_file()

@@ -57,6 +57,29 @@ def _export_parser(sub) -> None:
     p.add_argument("out_dir")
 
 
+def _cluster_parser(sub) -> None:
+    p = sub.add_parser("cluster", help="group an image collection with a backbone (k-means on its features)",
+                       allow_abbrev=False)
+    p.add_argument("model", help="run folder, exported backbone, random:<backbone> or pixels")
+    p.add_argument("--data", required=True, help="data spec of the images to group")
+    p.add_argument("--k", type=int, required=True, help="number of clusters")
+    p.add_argument("--out", required=True, help="output folder (assignments.csv, clusters.png, cluster_sizes.json)")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_cluster(args) -> int:
+    from nolabel.cluster_collection import cluster_collection
+
+    summary = cluster_collection(args.model, args.data, args.k, args.out, image_size=args.image_size,
+                                 batch_size=args.batch_size, device=args.device, seed=args.seed)
+    nmi = f", NMI with the labels {summary['nmi']:.3f}" if summary.get("nmi") is not None else ""
+    print(f"{args.k} clusters of {args.data} written to {args.out}{nmi}")
+    return 0
+
+
 def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="train DINO on the built-in dataset and compare k-NN with baselines",
                        allow_abbrev=False)
@@ -73,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _eval_parser(sub)
     _export_parser(sub)
+    _cluster_parser(sub)
     _demo_parser(sub)
     return parser
 
@@ -204,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "cluster":
+            return cmd_cluster(args)
     except (CliError, ConfigError, DataError, TrainingError, ValueError, FileNotFoundError) as exc:
         print(f"nolabel {args.command}: error: {exc}", file=sys.stderr)
         return 2
