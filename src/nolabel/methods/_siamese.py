@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from nolabel.heads import mlp
 from nolabel.methods.base import forward_multicrop
 from nolabel.monitor import embedding_collapse_warning, embedding_std
 from nolabel.views import ViewSpec, local_size, two_view_preset
@@ -56,6 +57,15 @@ def size_default(value, image_size: int, large, small):
     if value is not None:
         return value
     return large if image_size >= SMALL_IMAGE else small
+
+
+def expander_student(backbone: nn.Module, proj_dim: int | None, image_size: int) -> tuple[nn.Module, int]:
+    """Barlow Twins' and VICReg's student: backbone + a 3-layer expander of width
+    ``proj_dim`` (BN + ReLU after the first two; 8192 in both papers, 2048 below 96 px
+    by default). Returns (the branch, the width used)."""
+    width = size_default(proj_dim, image_size, 8192, 2048)
+    expander = mlp(backbone.num_features, width, width, n_layers=3, norm="bn", last_bias=False)
+    return SiameseBranch(backbone, expander), width
 
 
 def siamese_views(image_size: int, n_local: int = 0, scale: tuple[float, float] = (0.08, 1.0),

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nolabel.heads import mlp
 from nolabel.losses.redundancy import barlow_twins_loss
 from nolabel.methods import register
-from nolabel.methods._siamese import (ADAMW_SMALL_BATCH, SiameseBranch, mean_over_pairs, siamese_views,
-                                      size_default, spread_logs, spread_warnings, view_pairs)
+from nolabel.methods._siamese import (ADAMW_SMALL_BATCH, expander_student, mean_over_pairs, siamese_views,
+                                      spread_logs, spread_warnings, view_pairs)
 from nolabel.methods.base import Method, RunShape
 
 
@@ -55,9 +54,7 @@ class BarlowTwins(Method):
 
     def __init__(self, cfg: BarlowTwinsConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
-        self.proj_dim = size_default(cfg.proj_dim, shape.image_size, 8192, 2048)
-        projector = mlp(backbone.num_features, self.proj_dim, self.proj_dim, n_layers=3, norm="bn", last_bias=False)
-        self.student = SiameseBranch(backbone, projector)
+        self.student, self.proj_dim = expander_student(backbone, cfg.proj_dim, shape.image_size)
 
     def view_specs(self):
         # The paper follows BYOL's augmentations (Appendix): views.two_view_preset's defaults.
