@@ -177,3 +177,10 @@ def test_normalize_eval_path():
     x = images(b=2)
     torch.testing.assert_close(normalize(x), (x.float() / 255 - MEAN) / STD)
     assert normalize(x.float() / 255).dtype == torch.float32
+
+
+def test_dino_views_hue_strength_reaches_every_view():
+    from nolabel.views import dino_views
+    specs = dino_views(32, n_local=2, hue=0.5)
+    assert all(spec.jitter_strength == (0.4, 0.4, 0.2, 0.5) for spec in specs)
+    assert all(spec.jitter_strength[3] == 0.1 for spec in dino_views(32, n_local=2))   # BYOL's default

@@ -110,14 +110,14 @@ def _auto_blur(image_size: int, blur: bool | None) -> bool:
 
 
 def dino_views(image_size: int, n_local: int = 6, s: float = 0.32, blur: bool | None = None,
-               local_scale_min: float = 0.05) -> list[ViewSpec]:
+               local_scale_min: float = 0.05, hue: float = 0.1) -> list[ViewSpec]:
     """DINO's multi-crop preset (thesis 5.3.2, 5.6.7): 2 globals then ``n_local`` locals.
 
     Global views are ``image_size`` pixels with area fraction in ``(s, 1)``; the first
     is always blurred, the second blurred with p 0.1 and solarised with p 0.2. Local
     views are ``local_size(image_size)`` pixels with area in ``(local_scale_min, s)``
     (0.05 in the thesis), blurred with
-    p 0.5. ``s`` defaults to 0.32, near the optimum ~0.3 of the thesis' ablation (5.6.7).
+    p 0.5. Colour jitter is BYOL's (0.4, 0.4, 0.2, ``hue``), hue strength 0.1 by default. ``s`` defaults to 0.32, near the optimum ~0.3 of the thesis' ablation (5.6.7).
 
     ``blur=None`` turns the blur off for images smaller than 64 px: a Gaussian with
     sigma up to 2 px on a 32-px image (16-px locals) erases most of its content, and
@@ -128,13 +128,15 @@ def dino_views(image_size: int, n_local: int = 6, s: float = 0.32, blur: bool | 
     if n_local < 0:
         raise ValueError(f"n_local must be >= 0, got {n_local}")
     on = _auto_blur(image_size, blur)
+    jitter = (0.4, 0.4, 0.2, hue)
     specs = [
-        ViewSpec(image_size, (s, 1.0), blur=1.0 if on else 0.0),
-        ViewSpec(image_size, (s, 1.0), blur=0.1 if on else 0.0, solarize=0.2),
+        ViewSpec(image_size, (s, 1.0), blur=1.0 if on else 0.0, jitter_strength=jitter),
+        ViewSpec(image_size, (s, 1.0), blur=0.1 if on else 0.0, solarize=0.2, jitter_strength=jitter),
     ]
     if n_local > 0:
         specs.append(
-            ViewSpec(local_size(image_size), (local_scale_min, s), count=n_local, blur=0.5 if on else 0.0, is_global=False)
+            ViewSpec(local_size(image_size), (local_scale_min, s), count=n_local, blur=0.5 if on else 0.0,
+                     is_global=False, jitter_strength=jitter)
         )
     return specs
 

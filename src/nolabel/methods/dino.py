@@ -50,6 +50,8 @@ class DinoConfig:
     global_scale_min: float = 0.32      # s of 5.6.7 (best: 0.32)
     local_scale_min: float = 0.05
     blur: bool | None = None            # None: off below 64 px (see views.dino_views)
+    hue: float = 0.1                    # colour-jitter hue strength, BYOL's 0.1 (5.3.2); 0.5 turns the
+                                        # hue circle, which removes colour as a cue (BENCHMARKS, demo)
 
 
 class DinoNetwork(nn.Module):
@@ -94,7 +96,7 @@ class Dino(Method):
     def view_specs(self) -> list[ViewSpec]:
         c = self.cfg
         return dino_views(self.shape.image_size, n_local=c.n_local_views, s=c.global_scale_min,
-                          blur=c.blur, local_scale_min=c.local_scale_min)
+                          blur=c.blur, local_scale_min=c.local_scale_min, hue=c.hue)
 
     def schedules(self, total_steps: int, steps_per_epoch: int):
         c = self.cfg
