@@ -259,24 +259,13 @@ def _whole_dataset_pass(method, data, batch_size, device, autocast, rank, world,
                     index.append(batch.index.to(device))
         finally:
             method.train(was_training)
-        out, idx = _gather_rows(torch.cat(outputs)), _gather_rows(torch.cat(index))
+        out, idx = dist.all_gather_uneven(torch.cat(outputs)), dist.all_gather_uneven(torch.cat(index))
         # sharding pads by wrapping around: keep one row per image, in dataset order
         idx, first = _unique_first(idx)
         log.info("pass over %d images for %s in %.1fs", len(idx), type(method).__name__, time.time() - t0)
         return out[first], idx
 
     return run
-
-
-def _gather_rows(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate every process's rows (their counts may differ: unreadable files)."""
-    if dist.world_size() == 1:
-        return x
-    counts = dist.all_gather(torch.tensor([x.shape[0]], device=x.device))
-    padded = torch.zeros((int(counts.max()), *x.shape[1:]), dtype=x.dtype, device=x.device)
-    padded[:x.shape[0]] = x
-    rows = dist.all_gather(padded).view(len(counts), -1, *x.shape[1:])
-    return torch.cat([rows[p, :int(n)] for p, n in enumerate(counts)])
 
 
 def _unique_first(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -56,6 +56,18 @@ def all_gather(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def all_gather_uneven(tensor: torch.Tensor) -> torch.Tensor:
+    """Like :func:`all_gather` (no gradient), but the processes' row counts may differ
+    (e.g. unreadable files dropped from one shard): pads to the largest, gathers, unpads."""
+    if not is_dist():
+        return tensor
+    counts = all_gather(torch.tensor([tensor.shape[0]], device=tensor.device))
+    padded = torch.zeros((int(counts.max()), *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+    padded[:tensor.shape[0]] = tensor
+    rows = all_gather(padded).view(len(counts), -1, *tensor.shape[1:])
+    return torch.cat([rows[p, :int(n)] for p, n in enumerate(counts)])
+
+
 def init_from_env(device_type: str) -> tuple[int, int, int]:
     """Start the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1).
 
