@@ -1,7 +1,9 @@
 """Pretrain-then-k-NN benchmark, CIFAR-10 by default: pretrain with a method (DINO by default), then weighted k-NN
-top-1 under both protocols (thesis k=20 T=0.07; lightly k=200 T=0.1) for the trained
-backbone, the same architecture randomly initialised, and raw pixels, all measured
-in this run. Prints one JSON object.
+top-1 under both protocols (thesis k=20 T=0.07; lightly k=200 T=0.1) and the NMI with
+the labels of a k-means (k = number of classes, thesis 3.2.2) of the test features, for
+the trained backbone, the same architecture randomly initialised, and raw pixels, all
+measured in this run. Prints one JSON object; the last epoch's logged values (e.g. the
+clustering methods' ``nmi_labels``) are in it too.
 
     python benchmarks/pretrain_knn.py --epochs 10 --train-subset 10000 --out runs/bench
     python benchmarks/pretrain_knn.py --train-spec demo --test-spec demo:test --out runs/bench-demo
@@ -28,6 +30,7 @@ import torch
 from nolabel.backbones import build_backbone
 from nolabel.config import apply_overrides, load_yaml, new_config
 from nolabel.data import open_images
+from nolabel.evaluate.clustering import cluster_quality
 from nolabel.evaluate.features import extract_features
 from nolabel.evaluate.knn import knn_classify
 from nolabel.evaluate.models import load_model
@@ -99,7 +102,9 @@ def main(argv=None) -> dict:
     cfg = load_yaml(args.out / "config.yaml")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     train_memory = peak_memory_gb(device)
-    steps = [r for r in MetricsLog(args.out).read() if r["type"] == "step"]
+    records = MetricsLog(args.out).read()
+    steps = [r for r in records if r["type"] == "step"]
+    epochs = [r for r in records if r["type"] == "epoch"]
     rates = sorted(r["images_per_s"] for r in steps[1:] if r.get("images_per_s"))
     train_rate = rates[len(rates) // 2] if rates else float("nan")
     bare_rate = bare_backbone_speed(cfg, min(cfg.run.batch_size, 256), device)
@@ -115,6 +120,8 @@ def main(argv=None) -> dict:
         test_x, test_y = extract_features(model, test, 512, device)
         results[name] = {proto: round(knn_classify(bank_x, bank_y, test_x, test_y, k=k, temperature=t_)["top1"], 2)
                          for proto, (k, t_) in PROTOCOLS.items()}
+        n_classes = int(test_y.max()) + 1
+        results[name]["nmi_kmeans"] = round(cluster_quality(test_x, test_y, n_classes)["nmi"], 4)
         results[name]["eval_seconds"] = round(time.time() - t, 1)
 
     report = {
@@ -123,13 +130,14 @@ def main(argv=None) -> dict:
         "batch_size": cfg.run.batch_size, "train_images": len(open_images(train_spec, image_size=size,
                                                                             progress=False)),
         "knn_bank_images": len(bank), "test_images": len(test),
-        "knn_top1": results, "train_seconds": round(train_seconds, 1),
+        "knn_top1_and_nmi": results, "train_seconds": round(train_seconds, 1),
         "train_images_per_s": round(train_rate, 1), "bare_backbone_fwd_bwd_images_per_s": round(bare_rate, 1),
         "speed_ratio_to_bare_backbone": round(train_rate / bare_rate, 3),
         "peak_memory_during_training": train_memory, "device": str(device),
         "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "date": date.today().isoformat(),
         "final_loss": steps[-1]["loss"] if steps else None,
+        "last_epoch_log": epochs[-1] if epochs else None,
         "overrides": args.set, "command": " ".join(sys.argv),
     }
     print(json.dumps(report, indent=2))

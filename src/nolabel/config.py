@@ -43,6 +43,8 @@ class ModelConfig:
     embed_dim: int | None = None       # ViT width (vit_tiny 192, vit_small 384, vit_base 768)
     depth: int | None = None           # ViT blocks (12)
     num_heads: int | None = None       # ViT heads
+    init: str = ""                     # a run or `nolabel export` folder of the same architecture whose
+                                       # backbone weights start this run (e.g. DeeperCluster from RotNet, 3.3.1)
 
 
 @dataclass

@@ -108,8 +108,15 @@ def train(cfg: Config, resume: bool = False,
     _report_bad(data.bad, out, log, main)
 
     backbone = build_backbone(cfg.model.backbone, image_size=data.image_size, **backbone_kwargs(cfg))
+    if cfg.model.init and not resume:     # a resumed run takes every weight from its checkpoint
+        _init_backbone_(backbone, cfg.model.init)
+        log.info("backbone initialised from %s", cfg.model.init)
     method = method_cls(cfg.method_config, backbone,
                         RunShape(image_size=data.image_size, epochs=cfg.run.epochs, n_images=len(data)))
+    if cfg.model.init and method.encoder() is not backbone:
+        raise TrainingError(f"--model.init={cfg.model.init}: {cfg.method} changes the backbone's architecture "
+                            f"({method.encoder().spec}), so the initial weights cannot be used "
+                            "(for DeepCluster, --deepcluster.sobel=false keeps it)")
     if main:   # the encoder's exact architecture (a method may change it, e.g. DeepCluster's Sobel input)
         (out / ENCODER_FILE).write_text(json.dumps(method.encoder().spec, indent=1))
     method.to(device)
@@ -242,6 +249,26 @@ def train(cfg: Config, resume: bool = False,
     return out
 
 
+def _init_backbone_(backbone: torch.nn.Module, spec: str) -> None:
+    """Copy the backbone weights of the run or export folder ``spec`` into ``backbone``,
+    which must have the same architecture (``spec`` dicts equal)."""
+    from nolabel.evaluate.models import load_model
+
+    if spec == "pixels" or spec.startswith("random:"):
+        raise TrainingError(f"--model.init={spec}: give a run folder or a `nolabel export` folder (a random "
+                            "initialisation is the default without --model.init)")
+    try:
+        source = load_model(spec).network
+    except ValueError as e:
+        raise TrainingError(f"--model.init: {e}") from None
+    if source.spec != backbone.spec:
+        diff = {k: (source.spec.get(k), backbone.spec.get(k)) for k in {*source.spec, *backbone.spec}
+                if source.spec.get(k) != backbone.spec.get(k)}
+        raise TrainingError(f"--model.init={spec}: its backbone differs from this run's "
+                            f"(field: (init, this run) = {diff}); set the same --model.* options")
+    backbone.load_state_dict(source.state_dict())
+
+
 def _whole_dataset_pass(method, data, batch_size, device, autocast, rank, world, log):
     """The ``data_pass`` given to ``Method.on_epoch_start`` (its docstring has the contract):
     each process maps ``fn`` over its shard of the dataset in order, then the rows of
@@ -265,6 +292,7 @@ def _whole_dataset_pass(method, data, batch_size, device, autocast, rank, world,
         log.info("pass over %d images for %s in %.1fs", len(idx), type(method).__name__, time.time() - t0)
         return out[first], idx
 
+    run.labels = data.labels_tensor() if data.has_labels else None
     return run
 
 

@@ -62,6 +62,7 @@ def test_pseudo_labels_cover_every_image(runs, name, buffers):
     records = step_records(runs[name])
     if name != "deepclusterv2":
         assert records[0]["nmi_previous"] == -1 and 0 <= records[-1]["nmi_previous"] <= 1
+    assert all(0 <= r["nmi_labels"] <= 1 for r in records)       # demo is labelled (Fig. 3.3a)
 
 
 def tiny_backbone(**kw):
@@ -74,14 +75,41 @@ def build(name, **cfg_kw):
     return cls(cls.Config(**cfg_kw), tiny_backbone(), RunShape(16, 2, 32))
 
 
-def fake_pass(method, images):
+def fake_pass(method, images, labels=None):
     def data_pass(fn):
         method.eval()
         with torch.no_grad():
             out = fn(images)
         method.train()
         return out.float(), torch.arange(len(images))
+    data_pass.labels = labels
     return data_pass
+
+
+@pytest.mark.parametrize("name,kw,key", [("deepcluster", {"n_clusters": 2}, "nmi_labels"),
+                                         ("deepercluster", {"n_super": 2, "n_sub": 2}, "nmi_labels"),
+                                         ("deepclusterv2", {"hidden_dim": 16, "out_dim": 8, "n_prototypes": 2,
+                                                            "n_local_views": 0}, "nmi_labels"),
+                                         ("sela", {"hidden_dim": 16, "out_dim": 8, "n_prototypes": 2,
+                                                   "n_local_views": 0}, "nmi_labels")])
+def test_nmi_with_labels_is_logged_when_the_data_has_labels(name, kw, key):
+    """Fig. 3.3a: two well-separated groups of images; NMI of the clusters with labels that
+    follow the groups is 1, with labels that cut across them 0, and -1 without labels."""
+    method = build(name, **kw)
+    images = torch.cat([torch.full((16, 3, 16, 16), -2.0), torch.full((16, 3, 16, 16), 2.0)])
+    images = images + 0.01 * torch.randn_like(images)
+    views = [images[:8]] + ([images[:8]] if name in ("deepclusterv2", "sela") else [])
+    found = {}
+    for case, labels in (("groups", torch.arange(32) // 16), ("across", torch.arange(32) % 2), ("none", None)):
+        method.on_epoch_start(0, fake_pass(method, images, labels))
+        _, logs = method.training_step(views, StepInfo(0, 0, 10, 5, index=torch.arange(8)))
+        found[case] = logs[key]
+    assert found["none"] == -1
+    if name != "sela":     # Sinkhorn labels of a random head need not follow the two groups
+        assert found["groups"] == pytest.approx(1.0, abs=1e-6)
+        assert found["across"] == pytest.approx(0.0, abs=1e-6)
+    else:
+        assert 0 <= found["across"] <= found["groups"] <= 1 + 1e-9
 
 
 @pytest.mark.parametrize("name,kw", [("deepcluster", {"n_clusters": 3}), ("rotnet", {}),
@@ -177,3 +205,31 @@ def test_helpers():
     result = cluster(x, 2, "pic")                                         # PIC finds 3, kept to k = 2
     assert result.assignments.max() <= 1 and len(result.assignments) == 23
     assert len(set(result.assignments[:10].tolist())) == 1 and len(set(result.assignments[10:20].tolist())) == 1
+
+
+def test_deepercluster_starts_from_a_rotnet_run(runs, tmp_path):
+    """3.3.1's optional RotNet initialisation through --model.init: with a zero learning
+    rate (and a LayerNorm ViT, so no running statistics move) the trained backbone is
+    still exactly the RotNet one."""
+    from nolabel.evaluate.models import load_model
+    out = train(config("deepercluster", tmp_path / "deeper", [f"--model.init={runs['rotnet']}",
+                                                              "--optim.lr=0", "--optim.min_lr=0"]))
+    rot = load_model(str(runs["rotnet"])).network.state_dict()
+    got = load_model(str(out)).network.state_dict()
+    assert rot.keys() == got.keys() and all(torch.equal(rot[k], got[k]) for k in rot)
+    fresh = load_model(str(runs["deepercluster"])).network.state_dict()
+    assert not all(torch.equal(rot[k], fresh[k]) for k in rot)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--model.embed_dim=16"], "differs from this run's"),
+    ([], "changes the backbone's architecture"),
+])
+def test_init_errors_name_the_option(runs, tmp_path, extra, message):
+    from nolabel.train import TrainingError
+    name = "deepcluster" if not extra else "rotnet"       # deepcluster's Sobel input rebuilds the stem
+    with pytest.raises(TrainingError, match=message) as err:
+        train(config(name, tmp_path / "bad", [f"--model.init={runs['rotnet']}", *extra]))
+    assert "--model.init" in str(err.value)
+    with pytest.raises(TrainingError, match="--model.init=random:vit_tiny"):
+        train(config("rotnet", tmp_path / "bad2", ["--model.init=random:vit_tiny"]))

@@ -29,6 +29,17 @@ def test_pass_maps_every_image_in_dataset_order():
     assert torch.equal(index, torch.arange(20))
     assert torch.allclose(out, normalize(images).mean(dim=(2, 3)), atol=1e-6)
     assert seen == {"grad": False, "training": False} and method.training
+    assert torch.equal(data_pass.labels, data.labels_tensor()) and int(data_pass.labels.min()) >= 0
+
+
+def test_pass_has_no_labels_for_an_unlabelled_source(tmp_path):
+    from PIL import Image
+    for i in range(3):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / f"{i}.png")
+    data = open_images(str(tmp_path), in_memory=True, progress=False)
+    data_pass = _whole_dataset_pass(nn.Identity(), data, 2, torch.device("cpu"), contextlib.nullcontext(),
+                                    0, 1, logging.getLogger("test"))
+    assert data_pass.labels is None
 
 
 def test_unique_first_drops_the_padding_of_shards():

@@ -18,7 +18,17 @@ from nolabel.ops.pca import fit_pca_whitening
 from nolabel.ops.pic import pic
 
 # Logged cluster statistics, in the order of the ``cluster_stats`` buffer.
-STAT_NAMES = ("clusters_used", "largest_cluster", "smallest_cluster", "nmi_previous", "n_empty_fixed")
+STAT_NAMES = ("clusters_used", "largest_cluster", "smallest_cluster", "nmi_previous", "n_empty_fixed", "nmi_labels")
+
+
+def true_labels(data_pass, index: torch.Tensor) -> torch.Tensor | None:
+    """The class labels of the rows ``index`` of a whole-dataset pass, or None when the
+    training data has none (``data_pass.labels``, see ``Method.on_epoch_start``). Only
+    logged (NMI with the labels, thesis Fig. 3.3a): never used for training."""
+    labels = getattr(data_pass, "labels", None)
+    if labels is None:
+        return None
+    return labels[index.cpu()]
 
 
 def default_k(n_images: int, thesis_k: int) -> int:
@@ -72,18 +82,23 @@ def cluster(x: torch.Tensor, k: int, algorithm: str = "kmeans", seed: int = 0, n
     return Clustering(labels, centroids)
 
 
-def stats(assignments: torch.Tensor, k: int, previous: torch.Tensor | None, n_empty_fixed: int = 0) -> torch.Tensor:
+def stats(assignments: torch.Tensor, k: int, previous: torch.Tensor | None, n_empty_fixed: int = 0,
+          truth: torch.Tensor | None = None) -> torch.Tensor:
     """Values of :data:`STAT_NAMES` as a float tensor: non-empty clusters, largest and
     smallest non-empty size over the mean size N / k, NMI with the previous assignment
-    (Fig. 3.3b; -1 when there is none), empty clusters re-seeded."""
+    (Fig. 3.3b; -1 when there is none), empty clusters re-seeded, NMI with the class
+    labels ``truth`` (Fig. 3.3a; -1 without labels)."""
     sizes = torch.bincount(assignments.cpu(), minlength=k).float()
     mean = len(assignments) / k
     filled = sizes[sizes > 0]
     prev_nmi = -1.0
     if previous is not None and bool((previous >= 0).all()):
         prev_nmi = nmi(np.asarray(previous.cpu()), np.asarray(assignments.cpu()))
+    label_nmi = -1.0
+    if truth is not None and bool((truth >= 0).all()):
+        label_nmi = nmi(np.asarray(truth.cpu()), np.asarray(assignments.cpu()))
     return torch.tensor([float(len(filled)), float(filled.max()) / mean, float(filled.min()) / mean,
-                         prev_nmi, float(n_empty_fixed)])
+                         prev_nmi, float(n_empty_fixed), label_nmi])
 
 
 def stat_logs(buffer: torch.Tensor, prefix: str = "") -> dict[str, float]:

@@ -94,6 +94,9 @@ class Method(nn.Module):
         index (M,) int64)`` on the training device, rows sorted by dataset position and
         identical on every process (each process runs its shard; rows are gathered).
         M == len(dataset) unless streamed files are unreadable (their rows are missing).
+        ``data_pass.labels`` is None, or the (len(dataset),) int64 CPU class labels when the
+        source is labelled (-1 where unknown): for logging only (e.g. NMI with the labels,
+        thesis Fig. 3.3a), never for training.
         Nothing is computed unless ``data_pass`` is called, so a method chooses its
         epochs itself (e.g. ``epoch % every == 0``). Under ``torchrun`` every process must
         make the same calls (they gather).

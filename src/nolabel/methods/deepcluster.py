@@ -17,8 +17,8 @@ Sobel (3.2.1, ablation 3.2.2): on by default; the backbone is rebuilt from its o
 with ``sobel=True`` (a fixed grayscale + Sobel layer, 2-channel stem), so the encoder
 still takes RGB images and exports and evaluates like any backbone.
 
-Logged: NMI between consecutive assignments (Fig. 3.3b), cluster-size statistics.
-NMI with the labels (Fig. 3.3a) is not logged: ``data_pass`` gives no labels.
+Logged: NMI between consecutive assignments (Fig. 3.3b), NMI with the class labels
+when the training data has them (Fig. 3.3a, ``nmi_labels``), cluster-size statistics.
 
 Limitation: the loop owns the optimizer, so its momentum for the re-initialised
 classifier is not reset (the original code rebuilt the classifier's optimizer).
@@ -106,7 +106,8 @@ class DeepCluster(Method):
         x = C.whiten(feats, self.cfg.pca_dim)                             # (M, <=256)
         result = C.cluster(x, self.n_clusters, self.cfg.clustering, seed=epoch, n_iters=self.cfg.kmeans_iters)
         previous = self.labels[index].long() if int(self.label_epoch) >= 0 else None
-        self.cluster_stats.copy_(C.stats(result.assignments, self.n_clusters, previous, result.n_empty_fixed))
+        self.cluster_stats.copy_(C.stats(result.assignments, self.n_clusters, previous, result.n_empty_fixed,
+                                          C.true_labels(data_pass, index)))
         self.labels.fill_(-1)
         self.labels[index] = result.assignments.to(self.labels)
         self.class_weights.copy_(inverse_size_weights(result.assignments, self.n_clusters))

@@ -90,7 +90,7 @@ class DeepClusterV2(Method):
             self.centroids[h] = F.normalize(result.centroids, dim=1).to(self.centroids)
             if h == 0:
                 self.cluster_stats.copy_(C.stats(result.assignments, self.n_prototypes, previous,
-                                                 result.n_empty_fixed))
+                                                 result.n_empty_fixed, C.true_labels(data_pass, index)))
         self.label_epoch.fill_(epoch)
 
     def training_step(self, views, info: StepInfo):

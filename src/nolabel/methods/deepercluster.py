@@ -12,8 +12,9 @@ with k outputs; sub-clusters a super-cluster lacks are masked to -inf). The loss
 reassignment, as DeepCluster's (no correspondence between clusterings).
 
 Runs in one process with one set of heads (the thesis' per-group heads and group-wise
-k-means are a distributed layout of the same computation). Not done: the optional
-RotNet initialisation (load a ``rotnet`` run's backbone first) and inverse-size weights.
+k-means are a distributed layout of the same computation). The optional RotNet
+initialisation (3.3.1) is the loop's ``--model.init=ROTNET_RUN`` (a ``rotnet`` run or
+export of the same backbone). Not done: inverse-size weights.
 """
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ class DeeperCluster(Method):
             sub[members] = inner.assignments
             self.sub_valid[c, :min(self.k, len(members))] = True
         previous = self.super_labels[index].long() if int(self.label_epoch) >= 0 else None
-        self.cluster_stats.copy_(C.stats(top.assignments, self.m, previous, top.n_empty_fixed))
+        self.cluster_stats.copy_(C.stats(top.assignments, self.m, previous, top.n_empty_fixed,
+                                          C.true_labels(data_pass, index)))
         self.super_labels.fill_(-1)
         self.sub_labels.fill_(-1)
         self.super_labels[index] = top.assignments.to(self.super_labels)

@@ -21,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nolabel.evaluate.metrics import nmi
 from nolabel.heads import mlp
 from nolabel.losses.swav import normalize_prototypes_
+from nolabel.methods import _clustering as C
 from nolabel.methods import register
 from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
 from nolabel.methods.swav import swav_views
@@ -122,7 +124,8 @@ class Sela(Method):
         # DistributedDataParallel broadcasts with the buffers.
         self.register_buffer("labels", torch.full((cfg.n_heads, shape.n_images), -1, dtype=torch.int32))
         self.register_buffer("label_epoch", torch.tensor(-1))              # epoch of the last labelling
-        self.register_buffer("label_stats", torch.zeros(2))               # clusters used, largest / mean size
+        # clusters used, largest / mean size, NMI of head 0's labels with the class labels (-1: none)
+        self.register_buffer("label_stats", torch.zeros(3))
 
     def view_specs(self) -> list[ViewSpec]:
         c = self.cfg
@@ -144,15 +147,18 @@ class Sela(Method):
         eps = self.cfg.sinkhorn_eps or self.cfg.temperature / 25
         z, index = data_pass(self.embed)                                   # (M, d), (M,)
         self.labels.fill_(-1)
-        used, largest = 0.0, 0.0
+        used, largest, label_nmi = 0.0, 0.0, -1.0
+        truth = C.true_labels(data_pass, index)
         for h, head in enumerate(self.heads):
             labels, _ = sinkhorn_labels(z, head.weight, eps, self.cfg.sinkhorn_iters)
             self.labels[h, index] = labels.to(self.labels.dtype)
             sizes = torch.bincount(labels, minlength=self.n_prototypes)
             used += float((sizes > 0).sum()) / len(self.heads)
             largest += float(sizes.max()) * self.n_prototypes / len(labels) / len(self.heads)
+            if h == 0 and truth is not None and bool((truth >= 0).all()):
+                label_nmi = nmi(truth.numpy(), labels.cpu().numpy())
         self.label_epoch.fill_(epoch)
-        self.label_stats.copy_(torch.tensor([used, largest]))
+        self.label_stats.copy_(torch.tensor([used, largest, label_nmi]))
 
     def training_step(self, views, info: StepInfo):
         if info.index is None:
@@ -173,7 +179,7 @@ class Sela(Method):
         loss = torch.stack(losses).mean()
         logs = {"label_accuracy": correct, "prototypes_used": used, "code_usage_entropy": usage_entropy,
                 "label_epoch": float(self.label_epoch), "label_clusters_used": float(self.label_stats[0]),
-                "label_largest_cluster": float(self.label_stats[1]),
+                "label_largest_cluster": float(self.label_stats[1]), "nmi_labels": float(self.label_stats[2]),
                 "emb_std": embedding_std(feats[:batch].detach().float())}
         return loss, logs
 
