@@ -80,3 +80,11 @@ def swav_collapse_warnings(loss: float | None, log_k: float, usage_entropy: floa
         warnings.append(f"collapse: code usage entropy {usage_entropy:.3f} of its maximum: the batch's codes "
                         "fall on a few prototypes (are features l2-normalised? is the queue too stale?)")
     return warnings
+
+
+def pretext_health(epoch_means: dict[str, float], factor: float = 1.5) -> list[str]:
+    """Warn when the epoch's pretext accuracy is no better than ``factor`` x chance."""
+    acc, chance = epoch_means.get("pretext_acc"), epoch_means.get("chance")
+    if acc is None or chance is None or acc > factor * chance:
+        return []
+    return [f"pretext accuracy {acc:.3f} is near chance ({chance:.3f}): the task is not being learned yet"]

@@ -12,7 +12,8 @@ import nolabel.train as train_module
 from nolabel.backbones import build_backbone
 from nolabel.config import apply_overrides, new_config
 from nolabel.methods import RunShape, StepInfo, get_method, method_names
-from nolabel.methods.jigsaw import pretext_health, shuffle_tiles
+from nolabel.methods.jigsaw import shuffle_tiles
+from nolabel.monitor import pretext_health
 from nolabel.ops.permutations import permutation_index
 from nolabel.ops.tiles import NEIGHBOUR_OFFSETS, cell_origins
 from nolabel.runlog import MetricsLog

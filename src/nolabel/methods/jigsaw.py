@@ -23,6 +23,7 @@ from nolabel.heads import mlp
 from nolabel.methods import register
 from nolabel.methods._siamese import ADAMW_SMALL_BATCH
 from nolabel.methods.base import Method, RunShape
+from nolabel.monitor import pretext_health
 from nolabel.ops.permutations import max_hamming_permutations
 from nolabel.ops.tiles import cut_tiles, encode_tiles, normalize_tiles, sample_tile_origins, tile_grid
 from nolabel.views import ViewSpec
@@ -100,11 +101,3 @@ def shuffle_tiles(tiles: Tensor, perms: Tensor) -> Tensor:
     ``out[b, i] = tiles[b, perms[b, i]]``."""
     index = perms.to(tiles.device).view(*perms.shape, *([1] * (tiles.dim() - 2))).expand_as(tiles)
     return torch.gather(tiles, 1, index)
-
-
-def pretext_health(epoch_means: dict[str, float], factor: float = 1.5) -> list[str]:
-    """Warn when the epoch's pretext accuracy is no better than ``factor`` x chance."""
-    acc, chance = epoch_means.get("pretext_acc"), epoch_means.get("chance")
-    if acc is None or chance is None or acc > factor * chance:
-        return []
-    return [f"pretext accuracy {acc:.3f} is near chance ({chance:.3f}): the task is not being learned yet"]
