@@ -29,6 +29,18 @@ def test_pretrain_knn_report(tmp_path, capsys):
     assert report["benchmark"] == "demo?n=64"
     assert report["train_images"] == 64 and report["test_images"] == 32
     assert report["speed_ratio_to_bare_backbone"] > 0
+    assert set(report["nmi_kmeans_test"]) == set(report["knn_top1"])
+    assert all(0 <= v <= 1 for v in report["nmi_kmeans_test"].values())
+    assert report["last_epoch_log"]["type"] == "epoch" and "teacher_entropy" in report["last_epoch_log"]
+
+
+def test_dino_dynamics_report(capsys):
+    """Identical views and a fast teacher: a few steps run and report entropies within [0, log K]."""
+    report = load("dino_dynamics").main(["--backbone", "vit", "--views", "same", "--steps", "3",
+                                         "--out-dim", "16", "--hidden-dim", "16", "--bottleneck-dim", "8"])
+    assert json.loads(capsys.readouterr().out)["trace"] == report["trace"]
+    assert [t["step"] for t in report["trace"]] == [0, 2]
+    assert all(0 <= t["teacher_entropy"] <= report["log_k"] + 1e-3 for t in report["trace"])
 
 
 def test_demo_learnability_report(capsys):
