@@ -38,9 +38,13 @@ def test_dino_dynamics_report(capsys):
     """Identical views and a fast teacher: a few steps run and report entropies within [0, log K]."""
     report = load("dino_dynamics").main(["--backbone", "vit", "--views", "same", "--steps", "3",
                                          "--out-dim", "16", "--hidden-dim", "16", "--bottleneck-dim", "8"])
+    assert report["method"] == "dino"
     assert json.loads(capsys.readouterr().out)["trace"] == report["trace"]
     assert [t["step"] for t in report["trace"]] == [0, 2]
     assert all(0 <= t["teacher_entropy"] <= report["log_k"] + 1e-3 for t in report["trace"])
+    swav = load("dino_dynamics").main(["--method", "swav", "--backbone", "vit", "--views", "method", "--steps", "2",
+                                       "--out-dim", "16", "--hidden-dim", "16", "--bottleneck-dim", "8"])
+    assert [t["step"] for t in swav["trace"]] == [0, 1] and all(t["loss"] > 0 for t in swav["trace"])
 
 
 def test_demo_learnability_report(capsys):
