@@ -31,6 +31,14 @@ def true_labels(data_pass, index: torch.Tensor) -> torch.Tensor | None:
     return labels[index.cpu()]
 
 
+def label_nmi(truth: torch.Tensor | None, assignments: torch.Tensor) -> float:
+    """NMI of ``assignments`` with the class labels ``truth`` (Fig. 3.3a); -1 when there
+    are no labels or some are unknown."""
+    if truth is None or not bool((truth >= 0).all()):
+        return -1.0
+    return nmi(np.asarray(truth.cpu()), np.asarray(assignments.cpu()))
+
+
 def default_k(n_images: int, thesis_k: int) -> int:
     """``min(thesis_k, n_images // 10)``, at least 2: the thesis value (10000 for ImageNet's
     1.3M images, 3.2.1) unless the data is small, where clusters should still hold ~10
@@ -94,11 +102,8 @@ def stats(assignments: torch.Tensor, k: int, previous: torch.Tensor | None, n_em
     prev_nmi = -1.0
     if previous is not None and bool((previous >= 0).all()):
         prev_nmi = nmi(np.asarray(previous.cpu()), np.asarray(assignments.cpu()))
-    label_nmi = -1.0
-    if truth is not None and bool((truth >= 0).all()):
-        label_nmi = nmi(np.asarray(truth.cpu()), np.asarray(assignments.cpu()))
     return torch.tensor([float(len(filled)), float(filled.max()) / mean, float(filled.min()) / mean,
-                         prev_nmi, float(n_empty_fixed), label_nmi])
+                         prev_nmi, float(n_empty_fixed), label_nmi(truth, assignments)])
 
 
 def stat_logs(buffer: torch.Tensor, prefix: str = "") -> dict[str, float]:

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nolabel.heads import mlp
-from nolabel.monitor import pretext_health
 from nolabel.methods import register
 from nolabel.methods._siamese import ADAMW_SMALL_BATCH
 from nolabel.methods.base import Method, RunShape
+from nolabel.monitor import pretext_health
 from nolabel.ops.tiles import (NEIGHBOUR_OFFSETS, cut_tiles, encode_tiles, normalize_tiles, sample_tile_origins,
                                tile_grid)
 from nolabel.views import ViewSpec

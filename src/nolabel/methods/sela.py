@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nolabel.evaluate.metrics import nmi
 from nolabel.heads import mlp
 from nolabel.losses.swav import normalize_prototypes_
 from nolabel.methods import _clustering as C
@@ -148,15 +147,14 @@ class Sela(Method):
         z, index = data_pass(self.embed)                                   # (M, d), (M,)
         self.labels.fill_(-1)
         used, largest, label_nmi = 0.0, 0.0, -1.0
-        truth = C.true_labels(data_pass, index)
         for h, head in enumerate(self.heads):
             labels, _ = sinkhorn_labels(z, head.weight, eps, self.cfg.sinkhorn_iters)
             self.labels[h, index] = labels.to(self.labels.dtype)
             sizes = torch.bincount(labels, minlength=self.n_prototypes)
             used += float((sizes > 0).sum()) / len(self.heads)
             largest += float(sizes.max()) * self.n_prototypes / len(labels) / len(self.heads)
-            if h == 0 and truth is not None and bool((truth >= 0).all()):
-                label_nmi = nmi(truth.numpy(), labels.cpu().numpy())
+            if h == 0:
+                label_nmi = C.label_nmi(C.true_labels(data_pass, index), labels)
         self.label_epoch.fill_(epoch)
         self.label_stats.copy_(torch.tensor([used, largest, label_nmi]))
 
