@@ -55,3 +55,31 @@ def test_demo_learnability_report(capsys):
     assert json.loads(capsys.readouterr().out)["knn_top1"] == report["knn_top1"]
     assert set(report["knn_top1"]) == {"trained", "random_init", "pixels"}
     assert demo._background is before                   # the data patch does not leak
+
+
+def _report(method, trained, overrides=()):
+    knn = {m: {"thesis": v, "lightly": v - 1} for m, v in (("trained", trained), ("random_init", 20.0),
+                                                           ("pixels", 30.0))}
+    return {"method": method, "overrides": ["model.width=0.25", *overrides], "knn_top1": knn,
+            "nmi_kmeans_test": {"trained": 0.1, "random_init": 0.05, "pixels": 0.07}, "train_seconds": 12.4,
+            "train_images_per_s": 99.0, "last_epoch_log": {"type": "epoch", "loss": 1.5, "nmi_labels": 0.25}}
+
+
+def test_knn_table_sorts_labels_and_reads_both_formats(tmp_path, capsys):
+    import pytest
+    (tmp_path / "a.json").write_text(json.dumps(_report("simclr", 31.0)))
+    old = _report("deepcluster", 35.5, ["deepcluster.sobel=false"])     # the format before 2026-12-01
+    both = old.pop("knn_top1")
+    for name, v in both.items():
+        v["nmi_kmeans"] = old["nmi_kmeans_test"][name]
+    del old["nmi_kmeans_test"]
+    old["knn_top1_and_nmi"] = both
+    (tmp_path / "b.json").write_text(json.dumps(old))
+    text = load("knn_table").main([str(tmp_path / "a.json"), f"no Sobel={tmp_path / 'b.json'}"])
+    lines = text.splitlines()
+    assert capsys.readouterr().out.strip() == text
+    assert lines[2].startswith("| no Sobel | 35.5 | 34.5 | 0.1 | 20 | 30 | 12 | 99 | nmi_labels 0.25, loss 1.5 |")
+    assert lines[3].startswith("| simclr | 31 | 30 |")                  # model.* overrides are not in the label
+    (tmp_path / "empty.json").write_text("")
+    with pytest.raises(SystemExit, match="empty.json: not a JSON report"):
+        load("knn_table").main([str(tmp_path / "empty.json")])
