@@ -119,6 +119,7 @@ def train(cfg: Config, resume: bool = False,
                             "(for DeepCluster, --deepcluster.sobel=false keeps it)")
     if main:   # the encoder's exact architecture (a method may change it, e.g. DeepCluster's Sobel input)
         (out / ENCODER_FILE).write_text(json.dumps(method.encoder().spec, indent=1))
+        save_yaml(cfg, out / CONFIG_FILE)   # again, with the values the method chose (Method.resolve)
     method.to(device)
     multicrop = MultiCrop(method.view_specs()).to(device)
 

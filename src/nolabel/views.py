@@ -105,7 +105,8 @@ def blur_kernel_size(size: int) -> int:
     return min(k, 2 * size - 1)
 
 
-def _auto_blur(image_size: int, blur: bool | None) -> bool:
+def auto_blur(image_size: int, blur: bool | None) -> bool:
+    """``blur`` if set, else on from 64 px up (a blur on 32-px crops erases their content)."""
     return image_size >= 64 if blur is None else bool(blur)
 
 
@@ -127,7 +128,7 @@ def dino_views(image_size: int, n_local: int = 6, s: float = 0.32, blur: bool | 
         raise ValueError(f"need 0 < local_scale_min ({local_scale_min}) < s ({s}) < 1")
     if n_local < 0:
         raise ValueError(f"n_local must be >= 0, got {n_local}")
-    on = _auto_blur(image_size, blur)
+    on = auto_blur(image_size, blur)
     jitter = (0.4, 0.4, 0.2, hue)
     specs = [
         ViewSpec(image_size, (s, 1.0), blur=1.0 if on else 0.0, jitter_strength=jitter),
@@ -150,7 +151,7 @@ def two_view_preset(
     """BYOL's pair of global views [Grill et al., 2020]: same crop/flip/jitter/grayscale,
     blur p 1.0 and 0.1, solarisation p 0.0 and 0.2 (``solarize=False`` -> none).
     ``blur=None`` is automatic as in :func:`dino_views` (off below 64 px)."""
-    on = _auto_blur(image_size, blur)
+    on = auto_blur(image_size, blur)
     return [
         ViewSpec(image_size, scale, blur=1.0 if on else 0.0),
         ViewSpec(image_size, scale, blur=0.1 if on else 0.0, solarize=0.2 if solarize else 0.0),

@@ -150,6 +150,8 @@ def test_method_trains_through_the_loop(name, run_method):
         assert run.teachers_moved
     saved = yaml.safe_load((run.out / "config.yaml").read_text())
     assert saved["method"] == name and name in saved
+    # every value the method derived from the data (K, cluster counts, temperatures...) is saved
+    assert [k for k, v in saved[name].items() if v is None] == []
 
 
 @pytest.mark.parametrize("name", method_names())
@@ -314,3 +316,16 @@ def test_cli_trains_simclr(tmp_path):
     saved = yaml.safe_load((tmp_path / "X" / "config.yaml").read_text())
     assert saved["method"] == "simclr" and saved["simclr"]["n_local_views"] == 0
     assert saved["optim"]["optimizer"] == "adamw"
+
+
+def test_resolve_writes_the_chosen_default_back_and_keeps_a_users_value():
+    from nolabel.backbones import build_backbone
+    from nolabel.methods import RunShape, get_method
+    cls = get_method("deepcluster")
+    backbone = lambda: build_backbone("resnet18", image_size=32, width=0.125, small_stem=True)  # noqa: E731
+    unset = cls.Config(sobel=False)
+    assert cls(unset, backbone(), RunShape(image_size=32, epochs=1, n_images=500)).n_clusters == 50
+    assert unset.n_clusters == 50                       # min(10000, 500 // 10), now in the config
+    chosen = cls.Config(sobel=False, n_clusters=7)
+    assert cls(chosen, backbone(), RunShape(image_size=32, epochs=1, n_images=500)).n_clusters == 7
+    assert chosen.n_clusters == 7

@@ -55,6 +55,7 @@ class BarlowTwins(Method):
     def __init__(self, cfg: BarlowTwinsConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
         self.student, self.proj_dim = expander_student(backbone, cfg.proj_dim, shape.image_size)
+        self.resolve("proj_dim", self.proj_dim)
 
     def view_specs(self):
         # The paper follows BYOL's augmentations (Appendix): views.two_view_preset's defaults.

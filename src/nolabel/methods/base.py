@@ -58,6 +58,17 @@ class Method(nn.Module):
         self.cfg = cfg
         self.shape = shape
 
+    def resolve(self, field: str, default):
+        """The config's ``field``, or ``default`` when the config leaves it unset (None).
+        The value chosen is written back into the config, so the run's saved
+        ``config.yaml`` states it (K, a temperature, a cluster count) and a resumed run
+        reads it from there rather than re-deriving it."""
+        value = getattr(self.cfg, field)
+        if value is None:
+            value = default
+            setattr(self.cfg, field, value)
+        return value
+
     # --- declared to the loop -------------------------------------------------
     def view_specs(self) -> list[ViewSpec]:
         raise NotImplementedError

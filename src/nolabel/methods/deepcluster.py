@@ -88,7 +88,7 @@ class DeepCluster(Method):
         if cfg.reassign_every < 1 or cfg.clustering not in ("kmeans", "pic"):
             raise ValueError(f"deepcluster needs reassign_every >= 1 and clustering kmeans|pic, got "
                              f"{cfg.reassign_every} and {cfg.clustering!r}")
-        self.n_clusters = k = cfg.n_clusters or C.default_k(shape.n_images, 10000)
+        self.n_clusters = k = self.resolve("n_clusters", C.default_k(shape.n_images, 10000))
         self.backbone = sobel_backbone(backbone, cfg.sobel)
         self.classifier = nn.Linear(self.backbone.num_features, k)
         self.register_buffer("labels", torch.full((shape.n_images,), -1, dtype=torch.int32))

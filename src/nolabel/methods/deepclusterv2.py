@@ -28,7 +28,7 @@ from nolabel.methods import _clustering as C
 from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
 from nolabel.methods.swav import swav_views
 from nolabel.monitor import embedding_std
-from nolabel.views import ViewSpec
+from nolabel.views import ViewSpec, auto_blur
 
 
 @dataclass
@@ -60,7 +60,8 @@ class DeepClusterV2(Method):
         if cfg.n_heads < 1 or cfg.label_every_epochs < 1:
             raise ValueError(f"deepclusterv2 needs n_heads >= 1 and label_every_epochs >= 1, got {cfg.n_heads}, "
                              f"{cfg.label_every_epochs}")
-        self.n_prototypes = k = cfg.n_prototypes or C.default_k(shape.n_images, 3000)
+        self.n_prototypes = k = self.resolve("n_prototypes", C.default_k(shape.n_images, 3000))
+        self.resolve("blur", auto_blur(shape.image_size, None))
         self.backbone = backbone
         self.projector = mlp(backbone.num_features, cfg.hidden_dim, cfg.out_dim, n_layers=2, norm="bn", act="relu")
         self.register_buffer("labels", torch.full((cfg.n_heads, shape.n_images), -1, dtype=torch.int32))

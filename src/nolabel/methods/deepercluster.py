@@ -60,7 +60,7 @@ class DeeperCluster(Method):
             raise ValueError(f"deepercluster needs n_super >= 1 and reassign_every >= 1, got {cfg.n_super}, "
                              f"{cfg.reassign_every}")
         self.m = m = max(1, min(cfg.n_super, shape.n_images // 10))
-        self.k = k = cfg.n_sub or C.default_k(shape.n_images // m, 80000)
+        self.k = k = self.resolve("n_sub", C.default_k(shape.n_images // m, 80000))
         self.backbone = sobel_backbone(backbone, cfg.sobel)
         d = self.backbone.num_features
         self.super_head = nn.Linear(d, 4 * m)                              # V

@@ -19,7 +19,7 @@ from nolabel.methods import register
 from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
 from nolabel.monitor import dino_collapse_warnings, embedding_std, embedding_collapse_warning
 from nolabel.ops.schedules import cosine, warmup_constant
-from nolabel.views import ViewSpec, dino_views
+from nolabel.views import ViewSpec, auto_blur, dino_views
 
 
 @dataclass
@@ -81,7 +81,7 @@ class Dino(Method):
 
     def __init__(self, cfg: DinoConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
-        k = cfg.out_dim or (65536 if shape.image_size >= 96 else 4096)
+        k = self.resolve("out_dim", 65536 if shape.image_size >= 96 else 4096)
         self.out_dim = k
         head = DINOHead(backbone.num_features, k, cfg.hidden_dim, cfg.bottleneck_dim,
                         cfg.n_layers, cfg.head_bn, cfg.norm_last_layer)
@@ -90,8 +90,8 @@ class Dino(Method):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.register_buffer("center", torch.zeros(k))
-        self.warmup_temp_epochs = (cfg.warmup_teacher_temp_epochs
-                                   if cfg.warmup_teacher_temp_epochs is not None else 0.1 * shape.epochs)
+        self.warmup_temp_epochs = self.resolve("warmup_teacher_temp_epochs", 0.1 * shape.epochs)
+        self.resolve("blur", auto_blur(shape.image_size, None))
 
     def view_specs(self) -> list[ViewSpec]:
         c = self.cfg

@@ -75,7 +75,7 @@ class MoCoV2(Method):
         head = mlp(backbone.num_features, cfg.hidden_dim, cfg.out_dim, n_layers=2)
         self.student = SiameseBranch(backbone, head)
         self.teacher = frozen_copy(self.student)
-        self.queue = FeatureQueue(cfg.queue_size or default_queue_size(shape.n_images), cfg.out_dim)
+        self.queue = FeatureQueue(self.resolve("queue_size", default_queue_size(shape.n_images)), cfg.out_dim)
 
     def view_specs(self):
         return siamese_views(self.shape.image_size, self.cfg.n_local_views, **MOCOV2_AUGMENTATION)

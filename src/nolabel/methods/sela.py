@@ -28,7 +28,7 @@ from nolabel.methods import register
 from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
 from nolabel.methods.swav import swav_views
 from nolabel.monitor import code_usage, embedding_collapse_warning, embedding_std, swav_collapse_warnings
-from nolabel.views import ViewSpec
+from nolabel.views import ViewSpec, auto_blur
 
 
 @torch.no_grad()
@@ -112,7 +112,9 @@ class Sela(Method):
         if cfg.n_heads < 1 or cfg.label_every_epochs < 1:
             raise ValueError(f"sela needs n_heads >= 1 and label_every_epochs >= 1, got {cfg.n_heads} "
                              f"and {cfg.label_every_epochs}")
-        k = cfg.n_prototypes or min(3000, max(2, shape.n_images // 10))
+        k = self.resolve("n_prototypes", min(3000, max(2, shape.n_images // 10)))
+        self.resolve("blur", auto_blur(shape.image_size, None))
+        self.resolve("sinkhorn_eps", cfg.temperature / 25)
         self.n_prototypes = k
         self.backbone = backbone
         self.projector = mlp(backbone.num_features, cfg.hidden_dim, cfg.out_dim, n_layers=2, norm="bn", act="relu")
@@ -143,7 +145,7 @@ class Sela(Method):
         if epoch % self.cfg.label_every_epochs:
             return
         self._normalize_heads()
-        eps = self.cfg.sinkhorn_eps or self.cfg.temperature / 25
+        eps = self.cfg.sinkhorn_eps
         z, index = data_pass(self.embed)                                   # (M, d), (M,)
         self.labels.fill_(-1)
         used, largest, label_nmi = 0.0, 0.0, -1.0

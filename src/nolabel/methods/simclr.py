@@ -54,8 +54,8 @@ class SimCLR(Method):
 
     def __init__(self, cfg: SimCLRConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
-        self.temperature = size_default(cfg.temperature, shape.image_size, 0.1, 0.5)
-        self.color_strength = size_default(cfg.color_strength, shape.image_size, 1.0, 0.5)
+        self.temperature = self.resolve("temperature", size_default(None, shape.image_size, 0.1, 0.5))
+        self.color_strength = self.resolve("color_strength", size_default(None, shape.image_size, 1.0, 0.5))
         self.student = SiameseBranch(backbone, mlp(backbone.num_features, cfg.hidden_dim, cfg.out_dim,
                                                    n_layers=2, norm="bn"))
 

@@ -23,7 +23,7 @@ from nolabel.monitor import code_usage, embedding_collapse_warning, embedding_st
 from nolabel.ops import dist
 from nolabel.ops.queue import FeatureQueue
 from nolabel.ops.sinkhorn import sinkhorn_knopp
-from nolabel.views import ViewSpec, local_size
+from nolabel.views import ViewSpec, auto_blur, local_size
 
 # SimCLR's colour distortion of strength 1 (thesis 4.2.5: augmentations "exactly following
 # the SimCLR implementation"): brightness, contrast, saturation 0.8, hue 0.2.
@@ -37,7 +37,7 @@ def swav_views(image_size: int, n_local: int = 6, global_scale: tuple[float, flo
     96, as 4.2.5) at ``local_scale``; flip, SimCLR colour jitter (p 0.8), grayscale (p 0.2)
     and Gaussian blur (p 0.5) on every crop. ``blur=None``: off below 64 px, the rule of
     ``views.dino_views`` (a sigma of up to 2 px erases a 16-px local crop)."""
-    on = image_size >= 64 if blur is None else bool(blur)
+    on = auto_blur(image_size, blur)
     common = {"jitter_strength": SIMCLR_JITTER, "blur": 0.5 if on else 0.0}
     specs = [ViewSpec(image_size, global_scale, count=2, **common)]
     if n_local > 0:
@@ -112,8 +112,8 @@ class Swav(Method):
         self.queues = None                                   # one queue per global view (4.2.3)
         if cfg.queue_size > 0:
             self.queues = nn.ModuleList(FeatureQueue(cfg.queue_size, cfg.out_dim) for _ in range(2))
-        self.queue_start_epoch = (cfg.queue_start_epoch if cfg.queue_start_epoch is not None
-                                  else max(1, round(0.075 * shape.epochs)))
+        self.queue_start_epoch = self.resolve("queue_start_epoch", max(1, round(0.075 * shape.epochs)))
+        self.resolve("blur", auto_blur(shape.image_size, None))
 
     def view_specs(self) -> list[ViewSpec]:
         c = self.cfg

@@ -54,6 +54,7 @@ class VICReg(Method):
     def __init__(self, cfg: VICRegConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
         self.student, self.proj_dim = expander_student(backbone, cfg.proj_dim, shape.image_size)
+        self.resolve("proj_dim", self.proj_dim)
 
     def view_specs(self):
         # VICReg follows BYOL's augmentations (Appendix): views.two_view_preset's defaults.
