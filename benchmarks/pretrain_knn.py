@@ -92,6 +92,9 @@ def main(argv=None) -> dict:
     train_spec = train_base + (f"?subset={args.train_subset}" if args.train_subset else "")
     bank_spec = train_base + (f"?subset={args.knn_train_subset}" if args.knn_train_subset else "")
 
+    if (args.out / "checkpoint.pt").exists():   # never train over a finished benchmark's run
+        sys.exit(f"{args.out} already holds a run (and maybe its benchmark.json): choose another --out "
+                 "or delete that folder")
     cfg = new_config(args.method)
     apply_overrides(cfg, [f"data.train={train_spec}", f"model.backbone={args.backbone}", f"run.out={args.out}",
                           f"run.epochs={args.epochs}", f"run.batch_size={args.batch_size}",

@@ -83,3 +83,13 @@ def test_knn_table_sorts_labels_and_reads_both_formats(tmp_path, capsys):
     (tmp_path / "empty.json").write_text("")
     with pytest.raises(SystemExit, match="empty.json: not a JSON report"):
         load("knn_table").main([str(tmp_path / "empty.json")])
+
+
+def test_pretrain_knn_refuses_a_folder_that_holds_a_run(tmp_path):
+    import pytest
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "checkpoint.pt").write_bytes(b"finished run")
+    with pytest.raises(SystemExit, match="already holds a run"):
+        load("pretrain_knn").main(["--train-spec", "demo?n=64", "--test-spec", "demo:test?n=32",
+                                   "--out", str(tmp_path / "b")])
+    assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == b"finished run"
