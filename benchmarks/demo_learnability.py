@@ -38,14 +38,18 @@ from nolabel.views import MultiCrop, ViewSpec
 
 
 @contextlib.contextmanager
-def patched_demo(bg_contrast: float, textures: int, object_min: float, object_max: float):
-    """Generate ``demo`` with other constants inside the ``with`` block."""
+def patched_demo(bg_contrast: float, textures: int, object_min: float, object_max: float, bg_noise: float = 0.0):
+    """Generate ``demo`` with other constants inside the ``with`` block. ``bg_noise`` > 0
+    replaces each background by its mean colour plus per-pixel Gaussian noise of that
+    standard deviation (a background no two crops of an image share)."""
     background = demo._background
     saved = (demo._background, demo._N_TEXTURES, demo._MIN_FRACTION, demo._MAX_FRACTION)
 
     def scaled(rng, canvas, pool):
         texture = background(rng, canvas, pool)
         mean = texture.mean(axis=(0, 1), keepdims=True)
+        if bg_noise > 0:
+            return mean + rng.normal(0.0, bg_noise, size=texture.shape)
         return mean + bg_contrast * (texture - mean)
 
     demo._background = scaled

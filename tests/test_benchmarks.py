@@ -93,3 +93,19 @@ def test_pretrain_knn_refuses_a_folder_that_holds_a_run(tmp_path):
         load("pretrain_knn").main(["--train-spec", "demo?n=64", "--test-spec", "demo:test?n=32",
                                    "--out", str(tmp_path / "b")])
     assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == b"finished run"
+
+
+def test_demo_dino_scores_the_run_and_its_snapshots(tmp_path, capsys):
+    from nolabel.data import demo
+    before = demo._background
+    out = tmp_path / "d"
+    options = [o for o in TINY if not o.startswith("--run.log_every")]
+    report = load("demo_dino").main(["--out", str(out), "--snapshots", "1", "--bg-noise", "20",
+                                     "--knn-train", "demo?n=64", "--knn-test", "demo:test?n=32", "--", *options])
+    assert json.loads(capsys.readouterr().out)["knn_top1"] == report["knn_top1"]
+    assert set(report["knn_top1"]) == {"trained", "epoch 1", "random_init", "pixels"}
+    from nolabel.checkpoint import load_checkpoint
+    snapshot = load_checkpoint(tmp_path / "d-epoch1" / "checkpoint.pt")
+    assert (snapshot["epoch"], snapshot["global_step"]) == (1, 4)          # after epoch 1, not later
+    assert report["steps"] == 8 and len(report["teacher_entropy"]) == 2          # 2 epochs of 4 steps
+    assert demo._background is before
