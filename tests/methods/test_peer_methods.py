@@ -329,3 +329,15 @@ def test_resolve_writes_the_chosen_default_back_and_keeps_a_users_value():
     chosen = cls.Config(sobel=False, n_clusters=7)
     assert cls(chosen, backbone(), RunShape(image_size=32, epochs=1, n_images=500)).n_clusters == 7
     assert chosen.n_clusters == 7
+
+
+def test_simclr_hue_defaults_to_the_papers_and_reaches_the_views():
+    from nolabel.backbones import build_backbone
+    from nolabel.methods import RunShape, get_method
+    cls = get_method("simclr")
+    shape = RunShape(image_size=32, epochs=1, n_images=100)
+    default = cls(cls.Config(), build_backbone("resnet18", image_size=32, width=0.125, small_stem=True), shape)
+    assert default.cfg.hue == pytest.approx(0.2 * 0.5)              # 0.2 s, s = 0.5 below 96 px
+    assert [v.jitter_strength for v in default.view_specs()] == [(0.4, 0.4, 0.4, pytest.approx(0.1))] * 2
+    turned = cls(cls.Config(hue=0.5), build_backbone("resnet18", image_size=32, width=0.125, small_stem=True), shape)
+    assert all(v.jitter_strength[3] == 0.5 for v in turned.view_specs())

@@ -39,6 +39,9 @@ class SimCLRConfig:
     # None: 1.0 from 96 px up, 0.5 below (CIFAR-10, Appendix B.9). No solarisation;
     # blur p 0.5 on both views (off below 64 px, as SimCLR does on CIFAR-10).
     color_strength: float | None = None
+    # Hue strength of the jitter. None: 0.2 s, the paper's. 0.5 turns the whole hue circle,
+    # which removes colour as a cue where objects differ only in shape (demo, BENCHMARKS.md).
+    hue: float | None = None
     n_local_views: int = 0              # multi-crop locals (thesis 4.2.4); 0: the paper's two views
 
 
@@ -56,13 +59,14 @@ class SimCLR(Method):
         super().__init__(cfg, backbone, shape)
         self.temperature = self.resolve("temperature", size_default(None, shape.image_size, 0.1, 0.5))
         self.color_strength = self.resolve("color_strength", size_default(None, shape.image_size, 1.0, 0.5))
+        self.resolve("hue", 0.2 * self.color_strength)
         self.student = SiameseBranch(backbone, mlp(backbone.num_features, cfg.hidden_dim, cfg.out_dim,
                                                    n_layers=2, norm="bn"))
 
     def view_specs(self):
         s = self.color_strength
         return siamese_views(self.shape.image_size, self.cfg.n_local_views, solarize=False, blur=0.5,
-                             jitter_strength=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s))
+                             jitter_strength=(0.8 * s, 0.8 * s, 0.8 * s, self.cfg.hue))
 
     def training_step(self, views, info):
         feats, z = self.student(views)                                    # (V*B, D), (V, B, d)
