@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   train DINO on the built-in dataset and compare k-NN with baselines
+#   make demo   train SimCLR on the built-in dataset and compare k-NN with baselines
 #   make test   run the test suite
 # Both create (or reuse) the virtual environment in $(VENV). torch is installed
 # pinned when absent (an unpinned torch would pull gigabytes of CUDA packages);
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/nolabel demo --out runs/demo --fresh
+	$(VENV)/bin/nolabel demo --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

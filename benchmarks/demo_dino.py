@@ -2,15 +2,16 @@
 
 The evidence behind issue 2's open demo criterion (BENCHMARKS.md, "DINO on the demo
 set"): ``nolabel train --method dino --data demo`` with the given options, optionally
-on a demo set regenerated with another background (``--bg-contrast``, ``--bg-noise``:
-the knobs of ``demo_learnability.py``), then weighted k-NN (k=20, T=0.07, demo ->
+on a demo set of another design (``--design``, ``--bg-contrast``, ``--bg-noise``, ...:
+the knobs of ``demo_learnability.py``; the rows measured before 2026-12-02 used
+``--design textured``), then weighted k-NN (k=20, T=0.07, demo ->
 demo:test) of the run, of snapshots of it taken after the epochs in ``--snapshots``,
 of the same architecture randomly initialised and of raw pixels, all on the same
 data. Prints one JSON object with the teacher entropy of every epoch.
 
     python benchmarks/demo_dino.py --out runs/demo-dino-long --snapshots 5,10,15 -- \\
         --model.width=0.25 --model.small_stem=true --run.epochs=25 --dino.hue=0.5
-    python benchmarks/demo_dino.py --out runs/demo-dino-bg03 --bg-contrast 0.3 -- --run.epochs=5 ...
+    python benchmarks/demo_dino.py --out runs/demo-dino-bg03 --design textured --bg-contrast 0.3 -- --run.epochs=5 ...
 """
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # the sibling script's data patch
-from demo_learnability import patched_demo  # noqa: E402
+from demo_learnability import demo_design, design_changes, design_options  # noqa: E402
 
 from nolabel.config import apply_overrides, load_yaml, new_config  # noqa: E402
-from nolabel.data import demo, open_images  # noqa: E402
+from nolabel.data import open_images  # noqa: E402
 from nolabel.evaluate.protocols import knn_protocol  # noqa: E402
 from nolabel.presets import apply_demo_preset, drop_foreign_demo_options  # noqa: E402
 from nolabel.runlog import MetricsLog  # noqa: E402
@@ -35,27 +36,26 @@ from nolabel.train import CONFIG_FILE, train  # noqa: E402
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="run folder (must not hold a run)")
-    p.add_argument("--bg-contrast", type=float, default=1.0, help="background texture contrast (1: as shipped)")
-    p.add_argument("--bg-noise", type=float, default=0.0, help="> 0: per-pixel noise backgrounds of this std")
+    design_options(p)
     p.add_argument("--snapshots", default="", help="comma-separated epochs after which the run is copied and scored")
-    p.add_argument("--knn-train", default="demo:train", help="k-NN bank (labelled data spec)")
+    p.add_argument("--knn-train", default="demo:train", help="k-NN bank (labelled data spec; demo specs get --design's)")
     p.add_argument("--knn-test", default="demo:test", help="k-NN test set (labelled data spec)")
     p.add_argument("train_options", nargs="*", help="after --: options of `nolabel train`")
     a = p.parse_args(argv)
     if a.out.exists():
         sys.exit(f"{a.out} exists: choose another --out or delete it")
     snapshots = sorted(int(e) for e in a.snapshots.split(",") if e)
-    patch = (a.bg_contrast, demo._N_TEXTURES, demo._MIN_FRACTION, demo._MAX_FRACTION, a.bg_noise)
-    with patched_demo(*patch):
+    with demo_design(a.design, **design_changes(a)) as design:
+        knn_train, knn_test = (_with_design(s, design) for s in (a.knn_train, a.knn_test))
         t0 = time.time()
-        _train(a.train_options, a.out, snapshots)
+        _train(a.train_options, a.out, snapshots, design)
         train_seconds = time.time() - t0
-        knn = {name: knn_protocol(spec, a.knn_train, a.knn_test, progress=False)["top1"]
+        knn = {name: knn_protocol(spec, knn_train, knn_test, progress=False)["top1"]
                for name, spec in [("trained", str(a.out)),
                                   *[(f"epoch {e}", f"{a.out}-epoch{e}") for e in snapshots],
                                   ("random_init", f"random:{a.out}"), ("pixels", "pixels")]}
     epochs = [r for r in MetricsLog(a.out).read() if r["type"] == "epoch"]
-    report = {"train_options": a.train_options, "bg_contrast": a.bg_contrast, "bg_noise": a.bg_noise,
+    report = {"train_options": a.train_options, "design": a.design, "design_changes": design_changes(a),
               "train_seconds": round(train_seconds, 1), "steps": epochs[-1]["step"] + 1 if epochs else 0,
               "knn_top1": knn, "teacher_entropy": [round(r["teacher_entropy"], 3) for r in epochs],
               "kl": [float(f"{r['kl']:.3g}") for r in epochs]}
@@ -63,12 +63,19 @@ def main(argv=None) -> dict:
     return report
 
 
-def _train(options: list[str], out: Path, snapshots: list[int]) -> None:
+def _with_design(spec: str, design: str) -> str:
+    """A demo spec with ``design=``; other specs unchanged."""
+    if spec.split(":")[0].split("?")[0] != "demo":
+        return spec
+    return f"{spec}{'&' if '?' in spec else '?'}design={design}"
+
+
+def _train(options: list[str], out: Path, snapshots: list[int], design: str) -> None:
     """``nolabel train --method dino --data demo OPTIONS``, copying the run folder to
     ``OUT-epochE`` once epoch E's checkpoint is written (before the first step of epoch
     E + 1; the last epoch's is the run itself)."""
     cfg = apply_demo_preset(new_config("dino"))
-    apply_overrides(cfg, ["--data.train=demo", f"--run.out={out}", "--run.progress=false", *options])
+    apply_overrides(cfg, [f"--data.train=demo?design={design}", f"--run.out={out}", "--run.progress=false", *options])
     drop_foreign_demo_options(cfg)
     state = {}
 

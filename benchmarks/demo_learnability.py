@@ -7,18 +7,20 @@ method: it trains the demo backbone for ``--steps`` steps either *supervised*
 (the simplest self-supervised signal), and reports the k-NN top-1 (k=20, T=0.07) on
 ``demo:test`` beside raw pixels and the random initialisation, measured in the same run.
 
-Data knobs (``--bg-contrast``, ``--textures``, ``--object-min/max``) regenerate the
-demo set with other generator constants (module attributes of
-``nolabel.data.demo``, patched for this process only), so a candidate design can be
-measured before it becomes the default.
+Data knobs (``--design``, ``--bg-contrast``, ``--bg-noise``, ``--textures``,
+``--object-min/max``, ``--rotation``) generate the demo set from another
+``DemoDesign`` (registered in ``nolabel.data.demo.DESIGNS`` for this process only),
+so a candidate design can be measured before it becomes the default. The rows of
+BENCHMARKS.md measured before 2026-12-02 used ``--design textured``.
 
     python benchmarks/demo_learnability.py --loss supervised --steps 300
-    python benchmarks/demo_learnability.py --loss simclr --steps 600 --hue 0.5 --bg-contrast 0.3
+    python benchmarks/demo_learnability.py --loss simclr --steps 600 --hue 0.5 --design textured --bg-contrast 0.3
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import time
 
@@ -38,27 +40,34 @@ from nolabel.views import MultiCrop, ViewSpec
 
 
 @contextlib.contextmanager
-def patched_demo(bg_contrast: float, textures: int, object_min: float, object_max: float, bg_noise: float = 0.0):
-    """Generate ``demo`` with other constants inside the ``with`` block. ``bg_noise`` > 0
-    replaces each background by its mean colour plus per-pixel Gaussian noise of that
-    standard deviation (a background no two crops of an image share)."""
-    background = demo._background
-    saved = (demo._background, demo._N_TEXTURES, demo._MIN_FRACTION, demo._MAX_FRACTION)
-
-    def scaled(rng, canvas, pool):
-        texture = background(rng, canvas, pool)
-        mean = texture.mean(axis=(0, 1), keepdims=True)
-        if bg_noise > 0:
-            return mean + rng.normal(0.0, bg_noise, size=texture.shape)
-        return mean + bg_contrast * (texture - mean)
-
-    demo._background = scaled
-    demo._N_TEXTURES = textures
-    demo._MIN_FRACTION, demo._MAX_FRACTION = object_min, object_max
+def demo_design(base: str = demo.DEFAULT_DESIGN, **changes):
+    """Register ``demo.DESIGNS["bench"]``: design ``base`` with the ``DemoDesign`` fields in
+    ``changes`` (``None`` values ignored), for the ``with`` block; yields its name, to use
+    as ``demo?design=bench``."""
+    name = "bench"
+    demo.DESIGNS[name] = dataclasses.replace(demo.DESIGNS[base],
+                                             **{k: v for k, v in changes.items() if v is not None})
     try:
-        yield
+        yield name
     finally:
-        demo._background, demo._N_TEXTURES, demo._MIN_FRACTION, demo._MAX_FRACTION = saved
+        demo.DESIGNS.pop(name, None)
+
+
+def design_options(p: argparse.ArgumentParser) -> None:
+    """The data knobs shared with ``demo_dino.py``: unset ones keep the base design's value."""
+    p.add_argument("--design", default=demo.DEFAULT_DESIGN, choices=sorted(demo.DESIGNS), help="base demo design")
+    p.add_argument("--bg-contrast", type=float, help="texture background contrast (1: as designed)")
+    p.add_argument("--bg-noise", type=float, help="largest std of the per-pixel background noise")
+    p.add_argument("--textures", type=int, help="texture pool size")
+    p.add_argument("--object-min", type=float, help="smallest object diameter, fraction of the side")
+    p.add_argument("--object-max", type=float, help="largest object diameter, fraction of the side")
+    p.add_argument("--rotation", type=float, help="objects turned uniformly in [-R, R] degrees")
+
+
+def design_changes(a: argparse.Namespace) -> dict:
+    return {"background_contrast": a.bg_contrast, "noise": a.bg_noise, "n_textures": a.textures,
+            "object_min": a.object_min, "object_max": a.object_max,
+            "rotation": None if a.rotation is None else (-a.rotation, a.rotation)}
 
 
 def knn_top1(network, train, test) -> float:
@@ -79,19 +88,16 @@ def main(argv=None) -> dict:
     p.add_argument("--small-stem", action="store_true")
     p.add_argument("--scale-min", type=float, default=0.32, help="crop area range (s, 1)")
     p.add_argument("--hue", type=float, default=0.1, help="colour-jitter hue strength (BYOL: 0.1)")
-    p.add_argument("--bg-contrast", type=float, default=1.0, help="background texture contrast (1: as shipped)")
-    p.add_argument("--textures", type=int, default=demo._N_TEXTURES)
-    p.add_argument("--object-min", type=float, default=demo._MIN_FRACTION)
-    p.add_argument("--object-max", type=float, default=demo._MAX_FRACTION)
+    design_options(p)
     p.add_argument("--n-train", type=int, default=4000)
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
 
     torch.manual_seed(a.seed)
-    with patched_demo(a.bg_contrast, a.textures, a.object_min, a.object_max):
-        train = open_images(f"demo?n={a.n_train}", in_memory=True)
-        test = open_images(f"demo:test?n={a.n_test}", image_size=train.image_size, in_memory=True)
+    with demo_design(a.design, **design_changes(a)) as design:
+        train = open_images(f"demo?n={a.n_train}&design={design}", in_memory=True)
+        test = open_images(f"demo:test?n={a.n_test}&design={design}", image_size=train.image_size, in_memory=True)
     size = train.image_size
     backbone = build_backbone("resnet18", width=a.width, small_stem=a.small_stem)
     d = backbone.num_features

@@ -56,11 +56,15 @@ def test_diff_lists_changed_keys():
 
 
 def test_demo_preset_sets_cpu_values_and_user_options_win():
-    from nolabel.presets import DEMO_PRESET, apply_demo_preset, is_demo
+    from nolabel.presets import DEMO_METHOD, DEMO_PRESET, apply_demo_preset, is_demo
     cfg = apply_demo_preset(new_config())
     assert cfg.model.backbone == DEMO_PRESET["model.backbone"] and cfg.method_config.out_dim == 1024
+    assert cfg.optim.lr is None                      # SimCLR's optimiser values stay off DINO's demo
     apply_overrides(cfg, ["--run.epochs=3"])
     assert cfg.run.epochs == 3
+    simclr = apply_demo_preset(new_config(DEMO_METHOD))
+    assert DEMO_METHOD == "simclr" and simclr.method_config.temperature == 0.2 and simclr.method_config.hue == 0.5
+    assert simclr.optim.lr == 4e-3 and simclr.model.small_stem is True and simclr.run.batch_size == 128
     assert is_demo("demo") and is_demo("demo:test?n=5") and not is_demo("/data/demo")
 
 
@@ -72,4 +76,4 @@ def test_demo_preset_gives_way_to_another_backbone():
     assert cfg.model.width is None and cfg.model.small_stem is None and cfg.model.patch_size == 4
     kept = apply_demo_preset(new_config("dino"))           # the preset's own backbone keeps its options
     drop_foreign_demo_options(kept)
-    assert kept.model.width == 0.5 and kept.model.small_stem is False
+    assert kept.model.width == 0.25 and kept.model.small_stem is True

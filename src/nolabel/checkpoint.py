@@ -45,6 +45,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def training_complete(path: Path) -> bool:
+    """Whether the checkpoint at ``path`` ends its run: every epoch its config asks for
+    is done (an interrupted run's checkpoint is mid-way and can be resumed)."""
+    state = load_checkpoint(path)
+    return state["epoch"] >= state["config"]["run"]["epochs"]
+
+
 def rng_state() -> dict[str, Any]:
     """Every random generator the loop draws from, as tensors and plain values."""
     np_state = np.random.get_state()

@@ -1,6 +1,12 @@
 """The demo: train on the built-in dataset, then compare the k-NN accuracy of the
 trained backbone with a random initialisation of the same backbone and raw pixels
-on the held-out demo images."""
+on the held-out demo images.
+
+It trains SimCLR by default (``presets.DEMO_METHOD``: the method that learns the demo
+within minutes on a CPU, BENCHMARKS.md "The demo") and names DINO's command as the next
+thing to try. A demo interrupted by Ctrl-C keeps its checkpoint, skips the comparison
+(the model is half-trained) and says how to continue; running it again continues.
+"""
 from __future__ import annotations
 
 import json
@@ -8,41 +14,73 @@ import shutil
 import time
 from pathlib import Path
 
-from nolabel.checkpoint import CHECKPOINT
-from nolabel.config import load_yaml, new_config
+from nolabel.checkpoint import CHECKPOINT, training_complete
+from nolabel.config import apply_overrides, diff, load_yaml, new_config
 from nolabel.evaluate.protocols import knn_protocol
-from nolabel.presets import apply_demo_preset
+from nolabel.presets import DEMO_METHOD, apply_demo_preset
 from nolabel.train import CONFIG_FILE, train
 
+TRAIN, TEST = "demo:train", "demo:test"
 
-def run_demo(out: Path, method: str = "dino", epochs: int | None = None, fresh: bool = False) -> dict:
+
+class DemoInterrupted(RuntimeError):
+    """Training stopped on a signal: the checkpoint is kept, the comparison skipped."""
+
+
+def run_demo(out: Path, method: str | None = None, epochs: int | None = None, fresh: bool = False,
+             seed: int | None = None, train_spec: str = TRAIN, test_spec: str = TEST,
+             overrides: tuple[str, ...] = ()) -> dict:
+    """Train (or continue) the demo run in ``out``, then print and return the k-NN
+    comparison. ``overrides`` are ``section.key=value`` settings applied after the preset."""
     t0 = time.time()
     if fresh and out.exists():
         shutil.rmtree(out)
     if (out / CHECKPOINT).exists():
         cfg = load_yaml(out / CONFIG_FILE)
-        if epochs is not None and epochs != cfg.run.epochs:
-            raise ValueError(f"{out} holds a demo run of {cfg.run.epochs} epochs: use --fresh to start over")
-        print(f"continuing the demo run in {out} (use --fresh to start over)")
+        asked = {"--method": (method, cfg.method), "--epochs": (epochs, cfg.run.epochs),
+                 "--seed": (seed, cfg.run.seed)}
+        for option, (value, saved) in asked.items():
+            if value is not None and value != saved:
+                raise ValueError(f"{out} holds a demo run with {option} {saved}: add --fresh to start over "
+                                 f"with {option} {value}, or choose another --out")
+        changed = diff(cfg, apply_overrides(load_yaml(out / CONFIG_FILE), list(overrides)))
+        if changed:
+            raise ValueError(f"{out} holds a demo run whose config differs in {', '.join(changed)}: add --fresh "
+                             "to start over with them, or choose another --out")
+        print(f"continuing the demo run in {out} (add --fresh to start over)")
         train(cfg, resume=True)
     else:
-        cfg = apply_demo_preset(new_config(method))
-        cfg.data.train = "demo"
+        cfg = apply_demo_preset(new_config(method or DEMO_METHOD))
+        cfg.data.train = train_spec
         cfg.run.out = str(out)
+        apply_overrides(cfg, list(overrides))
         if epochs is not None:
             cfg.run.epochs = epochs
+        if seed is not None:
+            cfg.run.seed = seed
         train(cfg)
-    backbone = load_yaml(out / CONFIG_FILE).model.backbone
+    if not training_complete(out / CHECKPOINT):
+        raise DemoInterrupted(f"demo interrupted: the checkpoint in {out} is kept; continue with "
+                              f"`nolabel demo --out {out}` (or `make demo`)")
+    saved = load_yaml(out / CONFIG_FILE)
     t_train = time.time() - t0
     rows = {}
     # the baseline is the very same architecture, randomly initialised
-    for name, spec in (("trained", str(out)), (f"random init ({backbone})", f"random:{out}"), ("pixels", "pixels")):
-        rows[name] = knn_protocol(spec, "demo:train", "demo:test", progress=False)
-    summary = {"train_seconds": round(t_train, 1), "total_seconds": round(time.time() - t0, 1),
+    models = (("trained", str(out)), (f"random init ({saved.model.backbone})", f"random:{out}"), ("pixels", "pixels"))
+    for i, (name, spec) in enumerate(models, 1):
+        print(f"k-NN {i}/{len(models)}: {name} ...", flush=True)
+        rows[name] = knn_protocol(spec, train_spec, test_spec, progress=False)
+    summary = {"method": saved.method, "seed": saved.run.seed, "train_seconds": round(t_train, 1),
+               "total_seconds": round(time.time() - t0, 1),
                "knn": {n: {"top1": r["top1"], "top5": r["top5"]} for n, r in rows.items()}}
     (out / "demo_knn.json").write_text(json.dumps(summary, indent=2))
-    print(f"\nk-NN on demo:test (k=20, T=0.07), {method} {backbone} trained {t_train:.0f}s:")
+    print(f"\nk-NN on {test_spec} (k=20, T=0.07), {saved.method} {saved.model.backbone} trained {t_train:.0f}s:")
     for name, r in rows.items():
         print(f"  {name:<22} top-1 {r['top1']:6.2f}%   top-5 {r['top5']:6.2f}%")
     print(f"results in {out / 'demo_knn.json'}, curves in {out / 'metrics.png'}")
+    if saved.method != "dino":
+        print(f"\nNext: DINO (thesis ch. 5) on the same data, e.g.\n"
+              f"  nolabel train --method dino --data demo --out {out.parent / 'demo-dino'}\n"
+              f"  nolabel eval knn {out.parent / 'demo-dino'} --train {TRAIN} --test {TEST}\n"
+              "(in a CPU budget DINO stays on its uniform plateau on this set: BENCHMARKS.md, \"The demo\")")
     return summary

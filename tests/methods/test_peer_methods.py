@@ -281,12 +281,14 @@ def test_mocov2_loss_is_infonce_against_the_queue(symmetric):
 
 def test_simsiam_without_stop_gradient_collapses(tmp_path):
     """Chen and He 2021, Fig. 2: without the stop-gradient the loss falls toward -1 and the
-    std of the l2-normalised projections toward 0; with it, the std stays near 1/sqrt(d)."""
+    std of the l2-normalised projections toward 0; with it, the std stays near 1/sqrt(d).
+    On the textured demo design: on the flat-background one the collapse takes longer than
+    these 24 steps (z std 0.120 without the stop-gradient against 0.122 with it)."""
     final = {}
     for stop in ("true", "false"):
         cfg = new_config("simsiam")
         apply_overrides(cfg, GENERAL + [
-            f"--run.out={tmp_path / stop}", "--data.train=demo?n=128", "--run.batch_size=32", "--run.epochs=6",
+            f"--run.out={tmp_path / stop}", "--data.train=demo?n=128&design=textured", "--run.batch_size=32", "--run.epochs=6",
             "--run.log_every=1000", "--optim.lr=4.0", f"--simsiam.stop_gradient={stop}",
             "--simsiam.proj_hidden_dim=64", "--simsiam.out_dim=64", "--simsiam.pred_hidden_dim=16"])
         out = train_module.train(cfg)
@@ -309,7 +311,7 @@ def test_cli_trains_simclr(tmp_path):
     exe = shutil.which("nolabel") or str(Path(sys.executable).parent / "nolabel")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([exe, "train", "--method", "simclr", "--data", "demo?n=64", "--out", "X",
-                           "--run.epochs=1", "--run.progress=false"],
+                           "--run.epochs=1", "--run.batch_size=32", "--run.progress=false"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "X" / CHECKPOINT).is_file()

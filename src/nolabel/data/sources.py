@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from nolabel.data.cifar10 import load_cifar10
-from nolabel.data.demo import generate_demo
+from nolabel.data.demo import DEFAULT_DESIGN, DESIGNS, generate_demo
 from nolabel.data.errors import DataError
 from nolabel.data.layout import is_image_path, scan_folder, split_labels, strip_common_top
 
@@ -166,14 +166,19 @@ def _open_demo(spec: str) -> TensorSource:
     if split not in ("train", "test"):
         raise _fail(spec, f"unknown demo split {split!r} (use demo:train or demo:test)")
     options: dict[str, int] = {}
+    design = DEFAULT_DESIGN
     for pair in filter(None, query.split("&")):
         key, _, value = pair.partition("=")
+        if key == "design" and value in DESIGNS:
+            design = value
+            continue
         if key not in ("n", "size", "seed") or not re.fullmatch(r"\d+", value):
-            raise _fail(spec, f"bad demo option {pair!r} (use n=N, size=S, seed=K with integers)")
+            raise _fail(spec, f"bad demo option {pair!r} (use n=N, size=S, seed=K with integers, "
+                              f"design={'|'.join(DESIGNS)})")
         options[key] = int(value)
     try:
         data = generate_demo(split, n=options.get("n"), size=options.get("size", 32),
-                             seed=options.get("seed", 0))
+                             seed=options.get("seed", 0), design=design)
     except ValueError as err:
         raise _fail(spec, str(err)) from None
     keys = [f"demo:{split}#{i}" for i in range(len(data["labels"]))]

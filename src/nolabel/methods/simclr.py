@@ -43,6 +43,8 @@ class SimCLRConfig:
     # which removes colour as a cue where objects differ only in shape (demo, BENCHMARKS.md).
     hue: float | None = None
     n_local_views: int = 0              # multi-crop locals (thesis 4.2.4); 0: the paper's two views
+    # Smallest crop area of the two global views (Appendix A: random resized crop of (0.08, 1)).
+    scale_min: float = 0.08
 
 
 @register
@@ -65,7 +67,8 @@ class SimCLR(Method):
 
     def view_specs(self):
         s = self.color_strength
-        return siamese_views(self.shape.image_size, self.cfg.n_local_views, solarize=False, blur=0.5,
+        return siamese_views(self.shape.image_size, self.cfg.n_local_views, scale=(self.cfg.scale_min, 1.0),
+                             solarize=False, blur=0.5,
                              jitter_strength=(0.8 * s, 0.8 * s, 0.8 * s, self.cfg.hue))
 
     def training_step(self, views, info):
