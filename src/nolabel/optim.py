@@ -3,6 +3,11 @@
 Biases and normalisation parameters (every tensor of fewer than 2 dimensions) get no
 weight decay, as in DINO (thesis 5.3.2) and SwAV/LARS (4.2.5). With ``lars`` they also
 take plain SGD steps, without the trust ratio (see :mod:`nolabel.ops.lars`).
+
+Gradient clipping (:func:`clip_gradients_`): the thesis gives DINO's threshold (3.0,
+5.3.2) but not the norm it bounds; the reference code clips every parameter tensor's
+gradient on its own (``per_param``, the default), not one norm over all of them (``global``,
+``torch.nn.utils.clip_grad_norm_``).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from torch import nn
 from nolabel.ops.lars import LARS, lars_param_groups
 
 OPTIMIZERS = ("adamw", "sgd", "lars")
+CLIP_MODES = ("per_param", "global")
 
 
 def param_groups(params: Iterable[tuple[str, nn.Parameter]]) -> list[dict]:
@@ -49,3 +55,32 @@ def set_schedule_values(optimizer: torch.optim.Optimizer, lr: float, weight_deca
     for group in optimizer.param_groups:
         group["lr"] = lr
         group["weight_decay"] = 0.0 if group.get("no_decay") else weight_decay
+
+
+def check_clip_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`CLIP_MODES`, else a ValueError naming ``--optim.clip_mode``."""
+    if mode not in CLIP_MODES:
+        raise ValueError(f"--optim.clip_mode={mode!r}: choose from {', '.join(CLIP_MODES)}")
+    return mode
+
+
+@torch.no_grad()
+def clip_gradients_(params: Iterable[torch.Tensor], max_norm: float, mode: str = "per_param") -> None:
+    """Clip the gradients of ``params`` in place (parameters without a gradient are skipped).
+
+    ``per_param`` (DINO's reference code, ``utils.clip_gradients``): each tensor's gradient g
+    is scaled by ``max_norm / (||g||_2 + 1e-6)`` when that factor is below 1, independently
+    of the others. ``global``: ``torch.nn.utils.clip_grad_norm_`` over all of them (one norm,
+    one common factor). Callers drop the gradients of frozen parameters first, so they count
+    in neither rule.
+    """
+    check_clip_mode(mode)
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return
+    if mode == "global":
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    for p in params:
+        norm = torch.linalg.vector_norm(p.grad, 2)
+        p.grad.mul_((max_norm / (norm + 1e-6)).clamp(max=1.0))      # factor 1 when under the bound

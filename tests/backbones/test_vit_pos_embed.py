@@ -66,3 +66,58 @@ def test_low_precision_pos_embed():
     pos = torch.randn(1, 1 + 16, 4, dtype=torch.bfloat16)
     out = interpolate_pos_embed(pos, (4, 4), (2, 2))
     assert out.dtype == torch.bfloat16 and out.shape == (1, 5, 4)
+
+
+def naive_reference_resize(pos, src, dst):
+    """DINO's reference rule, written out: the patch rows as a (1, D, h0, w0) image, resized by
+    bicubic interpolation with scale factors ((h + 0.1) / h0, (w + 0.1) / w0), rows first, and
+    the output checked to be (h, w); CLS row kept."""
+    (h0, w0), (h, w) = src, dst
+    dim = pos.shape[-1]
+    image = pos[:, 1:].reshape(1, h0, w0, dim).permute(0, 3, 1, 2)
+    image = torch.nn.functional.interpolate(image, scale_factor=((h + 0.1) / h0, (w + 0.1) / w0),
+                                            mode="bicubic", align_corners=False)
+    assert image.shape[-2:] == (h, w)
+    return torch.cat([pos[:, :1], image.permute(0, 2, 3, 1).reshape(1, h * w, dim)], dim=1)
+
+
+@pytest.mark.parametrize("dst", [(4, 4), (12, 12), (4, 6), (6, 3), (16, 10), (1, 2)])
+def test_default_is_the_reference_scale_factor_rule(dst):
+    torch.manual_seed(0)
+    pos = torch.randn(1, 1 + 8 * 8, 5)
+    got = interpolate_pos_embed(pos, (8, 8), dst)
+    torch.testing.assert_close(got, naive_reference_resize(pos, (8, 8), dst), rtol=0, atol=0)
+    # ... which is not the exact resize: size= samples other positions
+    exact = interpolate_pos_embed(pos, (8, 8), dst, mode="size")
+    assert exact.shape == got.shape and (exact - got)[:, 1:].abs().max() > 1e-3
+
+
+def test_non_square_source_grid():
+    torch.manual_seed(0)
+    pos = torch.randn(1, 1 + 6 * 5, 3)
+    for dst in [(3, 7), (12, 10), (6, 9)]:       # (6, 9): rows kept, but resampled by the reference too
+        torch.testing.assert_close(interpolate_pos_embed(pos, (6, 5), dst),
+                                   naive_reference_resize(pos, (6, 5), dst), rtol=0, atol=0)
+
+
+def test_vit_non_square_input_uses_the_rule_and_size_is_one_option_away():
+    model = tiny_vit()                       # 8x8 native grid, patch 4
+    x = torch.randn(1, 3, 32, 48)            # 8x12 grid: rows kept, columns resized
+    with torch.no_grad():
+        torch.testing.assert_close(model.interpolate_pos_encoding(8, 12),
+                                   naive_reference_resize(model.pos_embed, (8, 8), (8, 12)), rtol=0, atol=0)
+        reference = model(x)
+        assert model.interpolate_pos_encoding(8, 8) is model.pos_embed   # native grid: unchanged
+        model.pos_interp = "size"
+        torch.testing.assert_close(model.interpolate_pos_encoding(8, 12),
+                                   interpolate_pos_embed(model.pos_embed, (8, 8), (8, 12), mode="size"))
+        exact = model(x)
+    assert not torch.allclose(reference, exact, atol=1e-5)
+
+
+def test_same_grid_returns_the_embedding_and_bad_mode_raises():
+    pos = torch.randn(1, 1 + 16, 4)
+    for mode in ("reference", "size"):
+        assert interpolate_pos_embed(pos, (4, 4), (4, 4), mode=mode) is pos
+    with pytest.raises(ValueError, match="reference, size"):
+        interpolate_pos_embed(pos, (4, 4), (2, 2), mode="bilinear")

@@ -34,9 +34,15 @@ def default_patch_size(image_size: int) -> int:
     return 16
 
 
-def trunc_normal_(tensor: Tensor, std: float = INIT_STD) -> Tensor:
-    """In-place normal(0, std) truncated to [-2 std, 2 std]."""
-    return nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-2 * std, b=2 * std)
+def trunc_normal_(tensor: Tensor, std: float = INIT_STD, bound: float = 2.0) -> Tensor:
+    """In-place normal(0, std) truncated to [-bound, bound], in absolute units.
+
+    The thesis does not give the initialisation; DINO's reference code calls
+    ``trunc_normal_(w, std=.02)`` with the default bounds a=-2, b=2, absolute values, i.e.
+    100 std: in effect a plain normal of std 0.02 (the default here). ``bound=2 * std``
+    truncates at 2 std instead, which lowers the realised std to 0.88 std (0.0176).
+    """
+    return nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-bound, b=bound)
 
 
 class VisionTransformer(nn.Module):
@@ -57,10 +63,17 @@ class VisionTransformer(nn.Module):
         spec: all constructor values, resolved (``patch_size`` included), so that
             ``build_backbone(**spec)`` rebuilds this architecture.
 
-    Initialisation: truncated normal (std 0.02) for Linear weights, position embeddings and
-    CLS token; zero Linear biases; LayerNorm weight 1, bias 0; the patch-embedding conv keeps
-    PyTorch's default (fan-in uniform) initialisation.
+    Initialisation (DINO's reference code): normal with std 0.02, truncated at +-2 in absolute
+    units so in effect untruncated (see ``trunc_normal_``), for Linear weights, position
+    embeddings and CLS token; zero Linear biases; LayerNorm weight 1, bias 0; the
+    patch-embedding conv keeps PyTorch's default (fan-in uniform) initialisation.
+
+    ``pos_interp`` (a class attribute, set it on an instance to change it): how position
+    embeddings are resized to other grids, ``"reference"`` (DINO's scale-factor rule, the
+    default) or ``"size"`` (the exact resize); see :mod:`nolabel.backbones.pos_embed`.
     """
+
+    pos_interp: str = "reference"
 
     def __init__(
         self,
@@ -132,11 +145,12 @@ class VisionTransformer(nn.Module):
     def interpolate_pos_encoding(self, h: int, w: int) -> Tensor:
         """Position embeddings for an (h, w) patch grid: (1, 1 + h * w, D).
 
-        The stored ``pos_embed`` on the native grid, else its bicubic resize (CLS row kept).
+        The stored ``pos_embed`` on the native grid, else its bicubic resize (CLS row kept)
+        by the ``pos_interp`` rule.
         """
         if (h, w) == self.grid_size:
             return self.pos_embed
-        return interpolate_pos_embed(self.pos_embed, self.grid_size, (h, w))
+        return interpolate_pos_embed(self.pos_embed, self.grid_size, (h, w), mode=self.pos_interp)
 
     def prepare_tokens(self, x: Tensor) -> Tensor:
         """Embed patches, prepend CLS, add positions: (B, 3, H, W) -> (B, 1 + N, D), N = HW / p^2."""
