@@ -67,7 +67,7 @@ class MetricsLog:
 
 
 def plot_metrics(run_dir: Path) -> Path | None:
-    """Draw the loss and learning rate per step and the per-epoch health metrics."""
+    """Draw the loss and learning rate per step, the per-epoch health metrics and the k-NN curves."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -78,7 +78,8 @@ def plot_metrics(run_dir: Path) -> Path | None:
     if not steps:
         return None
     health = [k for k in ("teacher_entropy", "kl", "emb_std") if any(k in r for r in epochs)]
-    n = 2 + len(health)
+    knn = [r for r in records if r.get("type") == "knn"]
+    n = 2 + len(health) + bool(knn)
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.2))
     axes[0].plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8)
     axes[0].set(title="loss", xlabel="step")
@@ -88,6 +89,13 @@ def plot_metrics(run_dir: Path) -> Path | None:
         pts = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3)
         ax.set(title=key, xlabel="epoch")
+    if knn:   # k-NN learning curves (nolabel.knn_monitor)
+        keys = sorted({k for r in knn for k in r if k.startswith("knn_top1_k")}, key=lambda k: int(k[10:]))
+        for key in keys:
+            pts = [(r["epoch"], r[key]) for r in knn if r.get(key) is not None]
+            axes[-1].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=f"k={key[10:]}")
+        axes[-1].set(title="k-NN top-1 (%)", xlabel="epoch")
+        axes[-1].legend(fontsize=7)
     fig.tight_layout()
     out = Path(run_dir) / PLOT
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
@@ -105,6 +113,7 @@ class Progress:
         self.bar = None
         self.t0 = time.time()
         self.steps_done = 0
+        self.note = ""          # appended to the postfix, e.g. the latest k-NN top-1
 
     def start_epoch(self, epoch: int, epochs: int, steps: int, initial: int) -> None:
         if not self.enabled:
@@ -121,7 +130,8 @@ class Progress:
         elapsed = time.time() - self.t0
         remaining = (self.total_steps - global_step) * elapsed / max(self.steps_done, 1)
         self.bar.set_postfix_str(f"loss {loss:.4f} lr {lr:.2e} {images_per_s:.0f} img/s "
-                                 f"run ETA {int(remaining // 60)}m{int(remaining % 60):02d}s", refresh=False)
+                                 f"run ETA {int(remaining // 60)}m{int(remaining % 60):02d}s"
+                                 + (f" {self.note}" if self.note else ""), refresh=False)
         self.bar.update(1)
 
     def close(self) -> None:

@@ -20,4 +20,5 @@ def test_two_process_training_and_resume(tmp_path):
     # 64 images, batch 16 over 2 processes: 8 per process, 4 steps per epoch
     assert [r["step"] for r in MetricsLog(out).read() if r["type"] == "step"] == [0, 1, 2, 3]
     assert "2 processes" in (out / "train.log").read_text()
+    assert [r["epoch"] for r in MetricsLog(out).read() if r["type"] == "knn"] == [0]   # rank 0 only, no deadlock
     assert all(torch.isfinite(v).all() for v in state["method"].values() if v.is_floating_point())

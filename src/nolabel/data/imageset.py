@@ -21,6 +21,7 @@ from nolabel.data.errors import DataError
 from nolabel.data.loading import decode_batches, preload, probe_source, resize_masks, resize_square
 from nolabel.data.sampling import epoch_order, items_per_rank, num_steps, rank_order
 from nolabel.data.sources import Source, open_source
+from nolabel.data.subset import SubsetSource
 
 __all__ = ["Batch", "ImageSet", "open_images", "probe_image_size"]
 
@@ -76,6 +77,28 @@ class ImageSet:
     def labels_tensor(self) -> torch.Tensor:
         """int64 (N,): all labels in dataset order (-1 where unlabelled)."""
         return self._labels.clone()
+
+    def subset(self, indices: list[int], progress: bool = False) -> ImageSet:
+        """The items at ``indices`` (positions in this set, kept in the given order) as
+        a new in-memory set: sliced when this one is in memory, else decoded once here
+        (unreadable items skipped and listed in the new set's ``bad``)."""
+        idx = [int(i) for i in indices]
+        if self._images is not None:
+            index = torch.tensor(idx, dtype=torch.long)
+            keys = [self.keys[i] for i in idx]
+            labels = self._labels.index_select(0, index)
+            return ImageSet(self.spec, Source(self.spec, keys, labels.tolist(), self.classes), self.image_size,
+                            labels, keys, images=self._images.index_select(0, index),
+                            masks=None if self._masks is None else self._masks.index_select(0, index),
+                            num_workers=self.num_workers)
+        source = SubsetSource(self.spec, self._source, idx)
+        images, kept, bad = preload(source, self.image_size, self.num_workers, progress)
+        if not kept:
+            raise DataError(f"data spec {self.spec!r}: every one of the {len(idx)} files chosen is "
+                            f"unreadable, e.g. {bad[0][0]}: {bad[0][1]}")
+        labels = torch.tensor(source.labels, dtype=torch.int64)[kept]
+        return ImageSet(self.spec, source, self.image_size, labels, [source.keys[i] for i in kept],
+                        images=images, bad=bad, num_workers=self.num_workers)
 
     def steps_per_epoch(self, batch_size: int, drop_last: bool = True, world_size: int = 1) -> int:
         """Number of batches :meth:`batches` yields per epoch on each rank."""

@@ -43,6 +43,17 @@ def subset_indices(labels: list[int], n: int, seed: int = 0) -> list[int]:
     return sorted(chosen)
 
 
+def heldout_split(labels: list[int], n_bank: int, n_test: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Two disjoint seeded, class-stratified index lists ``(bank, test)``: ``test`` is
+    :func:`subset_indices` of ``n_test`` items, ``bank`` the same of ``n_bank`` among
+    the rest (each capped by what is available); both sorted."""
+    test = subset_indices(labels, n_test, seed)
+    taken = set(test)
+    rest = [i for i in range(len(labels)) if i not in taken]
+    bank = [rest[j] for j in subset_indices([labels[i] for i in rest], n_bank, seed)]
+    return bank, test
+
+
 class SubsetSource(Source):
     """The items ``indices`` of ``parent``, in the parent's order."""
 

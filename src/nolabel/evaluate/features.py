@@ -1,11 +1,14 @@
 """Feature extraction on frozen models: no augmentation, images at the model's base
-size (shorter side resized, centre crop: see ``nolabel.data``), batched."""
+size (shorter side resized, centre crop: see ``nolabel.data``), batched. The batched
+pass is :func:`nolabel.knn_monitor.dataset_features`, shared with the k-NN curves
+logged during training."""
 from __future__ import annotations
 
 import torch
 
 from nolabel.data import ImageSet
 from nolabel.evaluate.models import FeatureModel
+from nolabel.knn_monitor import dataset_features
 
 
 @torch.no_grad()
@@ -15,18 +18,4 @@ def extract_features(model: FeatureModel, data: ImageSet, batch_size: int = 256,
     """Returns (features float32 (N, D), labels int64 (N,)) in dataset order, on CPU.
     Unreadable files are skipped (they are listed in ``data.bad``)."""
     model.to(device)
-    feats, labels = [], []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(data), desc=desc, leave=False, dynamic_ncols=True)
-    for batch in data.batches(batch_size, shuffle=False, drop_last=False):
-        feats.append(model.features(batch.images.to(device)).float().cpu())
-        labels.append(batch.labels)
-        if bar is not None:
-            bar.update(len(batch.labels))
-    if bar is not None:
-        bar.close()
-    if not feats:
-        raise ValueError(f"{data.spec}: no readable images to extract features from")
-    return torch.cat(feats), torch.cat(labels)
+    return dataset_features(model.features, data, batch_size, device, progress, desc)

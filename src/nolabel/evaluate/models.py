@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nolabel.knn_monitor import embed
 from nolabel.views import normalize
 
 MODEL_FORMS = ("a run folder (from `nolabel train`)", "an exported backbone folder (from `nolabel export`)",
@@ -26,10 +27,9 @@ class FeatureModel:
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        x = normalize(images)
         if self.network is None:                  # raw pixels, normalised and flattened
-            return x.flatten(1)
-        return self.network(x).float()
+            return normalize(images).flatten(1)
+        return embed(self.network, images)        # the preprocessing of the k-NN curves during training
 
     def to(self, device) -> "FeatureModel":
         if self.network is not None:

@@ -7,11 +7,8 @@ import torch
 
 from nolabel.data import open_images, probe_image_size
 from nolabel.evaluate.features import extract_features
-from nolabel.evaluate.knn import knn_classify
 from nolabel.evaluate.models import load_model
-
-# Weighted k-NN settings: thesis 5.3.2 (k=20, T=0.07) and lightly's benchmarks (k=200, T=0.1).
-KNN_PROTOCOLS = {"thesis": (20, 0.07), "lightly": (200, 0.1)}
+from nolabel.ops.knn import KNN_PROTOCOLS, knn_classify  # noqa: F401 (KNN_PROTOCOLS: the CLI's import)
 
 
 def _device(device: str) -> torch.device:
