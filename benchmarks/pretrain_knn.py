@@ -66,6 +66,24 @@ def peak_memory_gb(device: torch.device) -> dict:
     return out
 
 
+def score_run(run: Path, bank, test, device: torch.device) -> tuple[dict, dict]:
+    """k-NN top-1 under both protocols and the k-means NMI of the test features, for the
+    run's backbone, the same architecture randomly initialised and raw pixels:
+    ({name: {protocol: top1, "eval_seconds": s}}, {name: nmi})."""
+    results, nmis = {}, {}
+    for name, spec in (("trained", str(run)), ("random_init", f"random:{run}"), ("pixels", "pixels")):
+        t = time.time()
+        model = load_model(spec, image_size=bank.image_size)
+        bank_x, bank_y = extract_features(model, bank, 512, device)
+        test_x, test_y = extract_features(model, test, 512, device)
+        results[name] = {proto: round(knn_classify(bank_x, bank_y, test_x, test_y, k=k, temperature=t_)["top1"], 2)
+                         for proto, (k, t_) in PROTOCOLS.items()}
+        n_classes = int(test_y.max()) + 1
+        nmis[name] = round(cluster_quality(test_x, test_y, n_classes)["nmi"], 4)
+        results[name]["eval_seconds"] = round(time.time() - t, 1)
+    return results, nmis
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train.tar.gz and test.tar.gz")
@@ -115,17 +133,7 @@ def main(argv=None) -> dict:
     size = cfg.data.image_size
     bank = open_images(bank_spec, image_size=size, progress=False)
     test = open_images(test_spec, image_size=size, progress=False)
-    results, nmis = {}, {}
-    for name, spec in (("trained", str(args.out)), ("random_init", f"random:{args.out}"), ("pixels", "pixels")):
-        t = time.time()
-        model = load_model(spec, image_size=size)
-        bank_x, bank_y = extract_features(model, bank, 512, device)
-        test_x, test_y = extract_features(model, test, 512, device)
-        results[name] = {proto: round(knn_classify(bank_x, bank_y, test_x, test_y, k=k, temperature=t_)["top1"], 2)
-                         for proto, (k, t_) in PROTOCOLS.items()}
-        n_classes = int(test_y.max()) + 1
-        nmis[name] = round(cluster_quality(test_x, test_y, n_classes)["nmi"], 4)
-        results[name]["eval_seconds"] = round(time.time() - t, 1)
+    results, nmis = score_run(args.out, bank, test, device)
 
     report = {
         "benchmark": benchmark, "method": cfg.method, "backbone": cfg.model.backbone,

@@ -1,6 +1,8 @@
 """The benchmark scripts keep working: a tiny run of each prints its JSON report."""
 import importlib.util
 import json
+
+import torch
 from pathlib import Path
 
 from tests.train.conftest import TINY
@@ -49,12 +51,23 @@ def test_dino_dynamics_report(capsys):
 
 def test_demo_learnability_report(capsys):
     from nolabel.data import demo
-    before = demo._background
+    before = dict(demo.DESIGNS)
     report = load("demo_learnability").main(["--loss", "simclr", "--steps", "2", "--batch-size", "8",
-                                             "--n-train", "40", "--n-test", "20", "--bg-contrast", "0.5"])
+                                             "--n-train", "40", "--n-test", "20", "--design", "textured",
+                                             "--bg-contrast", "0.5"])
     assert json.loads(capsys.readouterr().out)["knn_top1"] == report["knn_top1"]
     assert set(report["knn_top1"]) == {"trained", "random_init", "pixels"}
-    assert demo._background is before                   # the data patch does not leak
+    assert demo.DESIGNS == before                        # the benchmark's design does not leak
+
+
+def test_demo_design_knobs_change_the_data():
+    from nolabel.data import generate_demo
+    bench = load("demo_learnability")
+    with bench.demo_design("textured", background_contrast=0.0, object_min=None) as name:
+        calm = generate_demo("test", n=8, design=name)
+    textured = generate_demo("test", n=8, design="textured")
+    assert torch.equal(calm["masks"], textured["masks"])         # same objects, flatter backgrounds
+    assert not torch.equal(calm["images"], textured["images"])
 
 
 def _report(method, trained, overrides=()):
@@ -97,7 +110,7 @@ def test_pretrain_knn_refuses_a_folder_that_holds_a_run(tmp_path):
 
 def test_demo_dino_scores_the_run_and_its_snapshots(tmp_path, capsys):
     from nolabel.data import demo
-    before = demo._background
+    before = dict(demo.DESIGNS)
     out = tmp_path / "d"
     options = [o for o in TINY if not o.startswith("--run.log_every")]
     report = load("demo_dino").main(["--out", str(out), "--snapshots", "1", "--bg-noise", "20",
@@ -108,4 +121,47 @@ def test_demo_dino_scores_the_run_and_its_snapshots(tmp_path, capsys):
     snapshot = load_checkpoint(tmp_path / "d-epoch1" / "checkpoint.pt")
     assert (snapshot["epoch"], snapshot["global_step"]) == (1, 4)          # after epoch 1, not later
     assert report["steps"] == 8 and len(report["teacher_entropy"]) == 2          # 2 epochs of 4 steps
-    assert demo._background is before
+    assert demo.DESIGNS == before
+
+
+def test_throughput_tiny_report(capsys):
+    """Two tiny methods, A/B interleaved: images/s of the training step and of the bare backbone
+    passes it made (the student's with gradient; DINO's teacher's without), and their ratio."""
+    import pytest
+    report = load("throughput").main(["--tiny", "--methods", "simclr,dino", "--threads", "1", "--precision", "bf16",
+                                      "--set", "simclr.hidden_dim=64", "dino.out_dim=64", "dino.hidden_dim=64",
+                                      "dino.bottleneck_dim=16", "dino.n_local_views=2"])
+    assert json.loads(capsys.readouterr().out)["methods"] == report["methods"]
+    assert (report["precision"], report["channels_last"]) == ("bf16", True)
+    simclr, dino = report["methods"]
+    for m in (simclr, dino):
+        assert m["train_images_per_s"] > 0 and m["bare_backbone_images_per_s"] > 0
+        assert m["ratio"] == pytest.approx(m["train_images_per_s"] / m["bare_backbone_images_per_s"], rel=0.01)
+        assert m["rounds"] == 2 and m["timed_steps"] == 2 and m["threads"] == 1
+        assert all(c["channels_last"] for c in m["backbone_calls"])
+    assert [c["grad"] for c in simclr["backbone_calls"]] == [True]           # both views in one call
+    assert [(c["grad"], c["shape"]) for c in dino["backbone_calls"]] == [      # teacher, student globals, locals
+        (False, "16x3x32x32"), (True, "16x3x32x32"), (True, "16x3x16x16")]
+
+
+def test_convergence_plans_to_the_budget_and_scores_beside_baselines(tmp_path, capsys):
+    bench = load("convergence")
+    assert bench.plan_epochs(1000, 0.5, 100) == 19                    # 950 s of 50 s epochs
+    assert bench.plan_epochs(10, 0.5, 100) == 1                       # never less than one epoch
+    out = tmp_path / "conv"
+    report = bench.main(["simclr", "--minutes", "0.1", "--train-spec", "demo?n=96&size=16",
+                         "--test-spec", "demo:test?n=40&size=16", "--batch-size", "16", "--out", str(out),
+                         "--set", "simclr.hidden_dim=16", "simclr.out_dim=8"])
+    assert json.loads(capsys.readouterr().out)["epochs"] == 1
+    assert report["epochs"] == 1 and report["steps"] == 6 and report["probe_step_seconds"] > 0
+    assert [c["epoch"] for c in report["curve"]] == [0]                 # the end-of-training k-NN point
+    assert set(report["knn_top1"]) == {"trained", "random_init", "pixels"}
+    assert json.loads((out / "convergence.json").read_text())["knn_top1"] == report["knn_top1"]
+    png = bench.main(["--plot", str(tmp_path / "c.png"), str(out / "convergence.json")])
+    assert Path(png["plot"]).stat().st_size > 5000
+
+
+def test_sinkhorn_speed_report(capsys):
+    report = load("sinkhorn_speed").main(["--rows", "64", "--prototypes", "30", "--repeats", "2"])
+    assert json.loads(capsys.readouterr().out) == report
+    assert report["linear_ms"] > 0 and report["log_ms"] > 0 and report["max_abs_diff"] < 1e-6

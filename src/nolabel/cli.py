@@ -21,7 +21,7 @@ class CliError(Exception):
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="pretrain a backbone with a self-supervised method", allow_abbrev=False,
                        description="Pretrain a backbone. Any config field can be set with --section.key=value "
-                                   "(sections: data, model, optim, run and the method's own, e.g. --dino.out_dim=4096).")
+                                   "(sections: data, model, optim, run, eval and the method's own, e.g. --dino.out_dim=4096).")
     p.add_argument("--method", default=None, help="method to train (default: dino)")
     p.add_argument("--backbone", default=None, help="backbone (default: chosen from the image size)")
     p.add_argument("--data", default=None, help="training images: folder, .tar/.tar.gz, cifar10:DIR, demo")
@@ -81,11 +81,12 @@ def cmd_cluster(args) -> int:
 
 
 def _demo_parser(sub) -> None:
-    p = sub.add_parser("demo", help="train DINO on the built-in dataset and compare k-NN with baselines",
-                       allow_abbrev=False)
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--method", default="dino")
+    p = sub.add_parser("demo", help="train on the built-in dataset (SimCLR by default) and compare k-NN "
+                       "with random init and raw pixels", allow_abbrev=False)
+    p.add_argument("--out", default="runs/demo", help="run folder; a run there is continued (default runs/demo)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo preset's)")
+    p.add_argument("--method", default=None, help="method to train (default: simclr, the fastest learner here)")
+    p.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
     p.add_argument("--fresh", action="store_true", help="delete an earlier demo run in --out first")
 
 
@@ -198,9 +199,14 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from nolabel.demo_run import run_demo
-    run_demo(Path(args.out), method=args.method, epochs=args.epochs, fresh=args.fresh)
+def cmd_demo(args, overrides: list[str]) -> int:
+    from nolabel.demo_run import DemoInterrupted, run_demo
+    try:
+        run_demo(Path(args.out), method=args.method, epochs=args.epochs, fresh=args.fresh, seed=args.seed,
+                 overrides=tuple(overrides))
+    except DemoInterrupted as exc:
+        print(f"nolabel demo: {exc}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -217,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             parser.error(f"unrecognized arguments: {' '.join(unknown)} (config fields are set as --section.key=value)")
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if overrides and args.command != "train":
-        parser.error(f"{overrides[0]}: --section.key=value options apply to `nolabel train` only")
+    if overrides and args.command not in ("train", "demo"):
+        parser.error(f"{overrides[0]}: --section.key=value options apply to `nolabel train` and `nolabel demo` only")
     try:
         if args.command == "train":
             return cmd_train(args, overrides)
@@ -227,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             return cmd_export(args)
         if args.command == "demo":
-            return cmd_demo(args)
+            return cmd_demo(args, overrides)
         if args.command == "cluster":
             return cmd_cluster(args)
     except (CliError, ConfigError, DataError, TrainingError, ValueError, FileNotFoundError) as exc:

@@ -57,6 +57,8 @@ class OptimConfig:
     weight_decay_end: float | None = None  # end of the weight-decay cosine
     momentum: float = 0.9              # SGD only
     clip_grad: float | None = None     # max gradient norm; 0 disables
+    clip_mode: str = "per_param"       # per_param: each tensor's gradient norm bounded alone (DINO's code)
+                                       # | global: one norm over all (clip_grad_norm_); see optim.clip_gradients_
 
 
 @dataclass
@@ -66,14 +68,34 @@ class RunConfig:
     batch_size: int | None = None      # total over all processes
     seed: int = 0
     device: str = "auto"               # auto | cpu | cuda | cuda:N
-    precision: str = "auto"            # auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    precision: str = "auto"            # auto (bf16/fp16 on GPU; bf16 on CPUs with AVX512-BF16/AMX, else
+                                       # fp32: dist_setup.pick_device) | fp32 | bf16 | fp16 (autocast only)
+    channels_last: str = "auto"        # auto (on for ResNets, off for ViTs) | true | false: NHWC weights and views
+    threads: int | str = "auto"        # CPU threads (torch.set_num_threads); auto: OMP_NUM_THREADS if set, else
+                                       # the cores available less those other jobs keep busy (dist_setup)
     log_every: int = 10                # steps between metrics.jsonl lines
     save_every: int = 1                # epochs between checkpoints (also on SIGINT/SIGTERM and at the end)
     progress: bool = True              # progress bar
 
 
+@dataclass
+class EvalConfig:
+    """k-NN learning curves during training (nolabel.knn_monitor): weighted k-NN top-1 of
+    the encoder with k=20, T=0.07 (thesis 5.3.2) and k=200, T=0.1 (lightly's)."""
+    every: int = 1                     # epochs between k-NN evaluations (also after the last epoch); 0: off
+    knn_train: str = ""                # labelled data spec of the neighbours (the bank); with knn_test. Both "":
+                                       # a held-out slice of data.train when labelled, none when unlabelled
+    knn_test: str = ""                 # labelled data spec classified against the bank
+    bank_size: int = 5000              # at most this many bank images (a seeded class-stratified subset, as
+                                       # SPEC?subset=N); the held-out slice: also at most 40% of data.train
+    test_size: int = 1000              # at most this many test images; the held-out slice: also at most 10%
+                                       # (an evaluation then costs a few % of an epoch: 2.5% for DINO, 4.5%
+                                       # for SimCLR on the demo preset, measured on 2 CPU cores)
+    batch_size: int = 256              # images per forward pass for the features (at the run's image size)
+
+
 GENERAL_SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig,
-                                     "optim": OptimConfig, "run": RunConfig}
+                                     "optim": OptimConfig, "run": RunConfig, "eval": EvalConfig}
 
 
 @dataclass
@@ -83,6 +105,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     method_config: Any = None          # the method's own dataclass, saved under the method's name
 
     def sections(self) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nolabel.ops.precision import autocast_off
+
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 _NORMS = {"bn": nn.BatchNorm1d, "ln": nn.LayerNorm}
 
@@ -76,11 +78,14 @@ class DINOHead(nn.Module):
                        norm="bn" if use_bn else None, act="gelu")
         for m in self.mlp.modules():
             if isinstance(m, nn.Linear):
+                # the reference code's init: bounds a=-2, b=2 are absolute (100 std), so in effect
+                # a plain normal of std 0.02 (as the ViT's, backbones.vit.trunc_normal_)
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, learn_scale=not norm_last_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = F.normalize(self.mlp(x), dim=-1)   # (B, bottleneck_dim), the l2 bottleneck
-        return self.last_layer(z)              # (B, K)
+        z = F.normalize(self.mlp(x).float(), dim=-1)   # (B, bottleneck_dim), the l2 bottleneck
+        with autocast_off(z):                  # cosine logits, divided by temperatures of 0.04-0.1: float32
+            return self.last_layer(z)          # (B, K)

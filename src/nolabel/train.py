@@ -22,11 +22,12 @@ from nolabel.backbones import build_backbone
 from nolabel.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nolabel.config import Config, save_yaml
 from nolabel.data import open_images
+from nolabel.knn_monitor import KnnMonitor, check_eval_config
 from nolabel.methods import RunShape, StepInfo, get_method
 from nolabel.ops import dist
 from nolabel.ops.ema import ema_update
 from nolabel.ops.schedules import cosine, warmup_cosine
-from nolabel.optim import build_optimizer, set_schedule_values
+from nolabel.optim import build_optimizer, check_clip_mode, clip_gradients_, set_schedule_values
 from nolabel.presets import backbone_kwargs, resolve
 from nolabel.runlog import MetricsLog, Progress, get_logger, plot_metrics
 from nolabel.views import MultiCrop, normalize
@@ -82,6 +83,7 @@ def train(cfg: Config, resume: bool = False,
     """
     out = Path(cfg.run.out)
     device, precision = dist_setup.pick_device(cfg.run.device, cfg.run.precision)
+    threads = dist_setup.set_cpu_threads(cfg.run.threads)
     rank, _, world = dist.init_from_env(device.type)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -92,9 +94,11 @@ def train(cfg: Config, resume: bool = False,
     log = get_logger(out, enabled=main)
     _seed_everything(cfg.run.seed + rank)
 
+    check_eval_config(cfg)
     in_memory = {"auto": "auto", "true": True, "false": False}.get(str(cfg.data.in_memory).lower())
     if in_memory is None:
         raise TrainingError(f"--data.in_memory={cfg.data.in_memory!r}: choose auto, true or false")
+    check_clip_mode(cfg.optim.clip_mode)     # before the data is opened: a typo fails at once
     data = open_images(cfg.data.train, image_size=cfg.data.image_size, in_memory=in_memory,
                        num_workers=cfg.data.num_workers, memory_limit_gb=cfg.data.memory_limit_gb,
                        progress=main and cfg.run.progress)
@@ -102,10 +106,13 @@ def train(cfg: Config, resume: bool = False,
     resolve(cfg, data.image_size, len(data), method_cls.default_optim)
     if main:
         save_yaml(cfg, out / CONFIG_FILE)
-    log.info("%s on %s: %d images at %d px, %s, %d epochs, batch %d, %s/%s%s", cfg.method, cfg.data.train,
-             len(data), data.image_size, cfg.model.backbone, cfg.run.epochs, cfg.run.batch_size,
-             device, precision, f", {world} processes" if world > 1 else "")
+    memory_format = dist_setup.memory_format(cfg.run.channels_last, cfg.model.backbone, device)
+    log.info("%s on %s: %d images at %d px, %s, %d epochs, batch %d, %s/%s%s, %d CPU threads%s", cfg.method,
+             cfg.data.train, len(data), data.image_size, cfg.model.backbone, cfg.run.epochs, cfg.run.batch_size,
+             device, precision, ", channels-last" if memory_format == torch.channels_last else "", threads,
+             f", {world} processes" if world > 1 else "")
     _report_bad(data.bad, out, log, main)
+    knn = KnnMonitor.create(cfg, data, log, main)   # k-NN learning curves (--eval.*)
 
     backbone = build_backbone(cfg.model.backbone, image_size=data.image_size, **backbone_kwargs(cfg))
     if cfg.model.init and not resume:     # a resumed run takes every weight from its checkpoint
@@ -120,7 +127,7 @@ def train(cfg: Config, resume: bool = False,
     if main:   # the encoder's exact architecture (a method may change it, e.g. DeepCluster's Sobel input)
         (out / ENCODER_FILE).write_text(json.dumps(method.encoder().spec, indent=1))
         save_yaml(cfg, out / CONFIG_FILE)   # again, with the values the method chose (Method.resolve)
-    method.to(device)
+    method.to(device, memory_format=memory_format)   # conv weights NHWC with --run.channels_last
     multicrop = MultiCrop(method.view_specs()).to(device)
 
     per_process = cfg.run.batch_size // world
@@ -150,8 +157,9 @@ def train(cfg: Config, resume: bool = False,
         scaler.load_state_dict(state["scaler"])
         epoch, start_step, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
+        threads = dist_setup.set_cpu_threads(cfg.run.threads, state.get("threads"))   # auto: the run's own count
         metrics.truncate_from(global_step)
-        log.info("resumed from %s at epoch %d, step %d", ckpt_path, epoch + 1, global_step)
+        log.info("resumed from %s at epoch %d, step %d (%d CPU threads)", ckpt_path, epoch + 1, global_step, threads)
     elif main:
         metrics.truncate_from(0)
 
@@ -165,9 +173,9 @@ def train(cfg: Config, resume: bool = False,
             save_checkpoint(ckpt_path, {
                 "method": method.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": ep, "step_in_epoch": step_in_epoch,
-                "global_step": global_step, "rng": rngs, "config": cfg.to_dict()})
+                "global_step": global_step, "rng": rngs, "config": cfg.to_dict(), "threads": threads})
 
-    data_pass = _whole_dataset_pass(method, data, per_process, device, autocast, rank, world, log)
+    data_pass = _whole_dataset_pass(method, data, per_process, device, autocast, rank, world, log, memory_format)
     progress = Progress(main and cfg.run.progress, total_steps)
     with _StopFlag() as stop:
         while epoch < cfg.run.epochs:
@@ -188,7 +196,8 @@ def train(cfg: Config, resume: bool = False,
                 values = {name: fn(global_step) for name, fn in schedules.items()}
                 info = StepInfo(global_step, epoch, total_steps, steps_per_epoch, values, index=batch.index)
                 set_schedule_values(optimizer, values["lr"], values["weight_decay"])
-                views = multicrop(batch.images.to(device, non_blocking=True))
+                views = [v.contiguous(memory_format=memory_format)    # augmented in fp32, outside autocast
+                         for v in multicrop(batch.images.to(device, non_blocking=True))]
                 with autocast:
                     loss, logs = model(views, info)
                 if not torch.isfinite(loss):
@@ -199,11 +208,11 @@ def train(cfg: Config, resume: bool = False,
                         "lower --optim.lr, check --optim.clip_grad, or use --run.precision=fp32")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                for p in method.frozen_parameters(info):   # dropped first: they take no part in clipping
+                    p.grad = None
                 if o.clip_grad and o.clip_grad > 0:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(trainable, o.clip_grad)
-                for p in method.frozen_parameters(info):
-                    p.grad = None
+                    clip_gradients_(trainable, o.clip_grad, o.clip_mode)
                 scaler.step(optimizer)
                 scaler.update()
                 for student, teacher in method.ema_pairs():
@@ -238,6 +247,7 @@ def train(cfg: Config, resume: bool = False,
             _end_of_epoch(method, means, epoch, global_step, data, metrics, log)
             epoch += 1
             start_step = 0
+            knn.after_epoch(method.encoder(), epoch, cfg.run.epochs, global_step, metrics, log, progress)
             if epoch % cfg.run.save_every == 0 or epoch == cfg.run.epochs or stop.signal is not None:
                 checkpoint(epoch, 0)
             if main:
@@ -270,7 +280,8 @@ def _init_backbone_(backbone: torch.nn.Module, spec: str) -> None:
     backbone.load_state_dict(source.state_dict())
 
 
-def _whole_dataset_pass(method, data, batch_size, device, autocast, rank, world, log):
+def _whole_dataset_pass(method, data, batch_size, device, autocast, rank, world, log,
+                        memory_format=torch.contiguous_format):
     """The ``data_pass`` given to ``Method.on_epoch_start`` (its docstring has the contract):
     each process maps ``fn`` over its shard of the dataset in order, then the rows of
     every process are gathered and sorted by dataset position."""
@@ -283,7 +294,8 @@ def _whole_dataset_pass(method, data, batch_size, device, autocast, rank, world,
         try:
             with torch.no_grad(), autocast:
                 for batch in data.batches(batch_size, shuffle=False, drop_last=False, rank=rank, world_size=world):
-                    outputs.append(fn(normalize(batch.images.to(device, non_blocking=True))).float())
+                    images = normalize(batch.images.to(device, non_blocking=True))
+                    outputs.append(fn(images.contiguous(memory_format=memory_format)).float())
                     index.append(batch.index.to(device))
         finally:
             method.train(was_training)

@@ -21,10 +21,11 @@ from nolabel.train import train
 from tests.train.conftest import TINY
 
 K = 32
-# TINY's 64 images, batch 16 (4 steps an epoch), 2 epochs; a small head; a 48-row queue from epoch 1.
+# TINY's 64 images, batch 16 (4 steps an epoch), 2 epochs; a small head; a 32-row queue from epoch 1
+# (full after 2 steps of epoch 1, so the default queue_use="full" uses it in the last 2).
 SWAV = [a for a in TINY if not a.startswith("--dino.")] + [
     "--swav.hidden_dim=64", "--swav.out_dim=16", f"--swav.n_prototypes={K}", "--swav.n_local_views=2",
-    "--swav.queue_size=48", "--swav.queue_start_epoch=1"]
+    "--swav.queue_size=32", "--swav.queue_start_epoch=1"]
 PROTOTYPES = "network.prototypes.weight"
 
 
@@ -93,13 +94,14 @@ def test_gradients_reach_the_backbone(run):
 
 
 def test_queue_fills_from_its_start_epoch_and_is_checkpointed(run):
-    # rows joined to Sinkhorn at each step: none in epoch 0, then 16 more per step (pushed after)
-    assert [r["queue_rows"] for r in run["steps"]] == [0, 0, 0, 0, 0, 16, 32, 48]
+    # rows joined to Sinkhorn at each step: none in epoch 0; in epoch 1 16 rows are pushed after
+    # each step, and the queue joins (all 32 rows) only once full (queue_use="full", the default)
+    assert [r["queue_rows"] for r in run["steps"]] == [0, 0, 0, 0, 0, 0, 32, 32]
     for v in range(2):
         assert int(run["epoch1"][f"queues.{v}.filled"]) == 0
-        assert int(run["final"][f"queues.{v}.filled"]) == 48
+        assert int(run["final"][f"queues.{v}.filled"]) == 32
         rows = run["final"][f"queues.{v}.queue"]
-        assert torch.allclose(rows.norm(dim=1), torch.ones(48), atol=1e-5)   # l2-normalised projections
+        assert torch.allclose(rows.norm(dim=1), torch.ones(32), atol=1e-5)   # l2-normalised projections
 
 
 def tiny_method(**overrides):
@@ -142,7 +144,7 @@ def test_each_process_passes_its_share_of_the_queue(monkeypatch):
     """The queue is the same on every process: process r of W adds only its r-th share
     to Sinkhorn, so the queue counts once over the global batch (ops/sinkhorn.py)."""
     torch.manual_seed(0)
-    method = tiny_method(queue_size=64)
+    method = tiny_method(queue_size=10)                 # filled by the 10 rows: used (queue_use="full")
     queued = torch.nn.functional.normalize(torch.randn(10, 8), dim=1)
     for q in method.queues:
         q.push(queued)
@@ -178,3 +180,40 @@ def test_lars_groups_from_build_optimizer():
     assert not plain["lars"] and plain["no_decay"] and len(plain["params"]) == 3
     set_schedule_values(opt, 0.5, 1e-4)
     assert (weights["weight_decay"], plain["weight_decay"], plain["lr"]) == (1e-4, 0.0, 0.5)
+
+
+def sinkhorn_inputs(monkeypatch, queue_use, steps=5):
+    """Run ``steps`` training steps (batch 4, a 12-row queue from epoch 0) and return, per step,
+    the rows of the first view's Sinkhorn input and the queue's content before that step."""
+    import nolabel.methods.swav as swav_module
+    torch.manual_seed(0)
+    method = tiny_method(queue_size=12, queue_start_epoch=0, queue_use=queue_use)
+    seen = []
+    monkeypatch.setattr(swav_module, "sinkhorn_knopp", lambda s, eps, iters: seen.append(s.clone())
+                        or sinkhorn_knopp(s, eps, iters))
+    out = []
+    for step in range(steps):
+        queued = method.queues[0].features().clone()
+        prototypes = method.network.prototypes.weight.detach().clone()
+        seen.clear()
+        method.training_step(views(4), StepInfo(step, 0, 10, 5))
+        out.append((seen[0], queued, prototypes))
+    return out
+
+
+def test_queue_joins_sinkhorn_only_once_full_by_default(monkeypatch):
+    """The reference rule (queue_use="full"): no queue rows in Sinkhorn while the queue is
+    filling (0, 4, 8 of 12 rows held), all 12 from the step it is full."""
+    assert SwavConfig().queue_use == "full"
+    steps = sinkhorn_inputs(monkeypatch, "full")
+    assert [s.shape[0] for s, _, _ in steps] == [4, 4, 4, 4 + 12, 4 + 12]
+    assert [q.shape[0] for _, q, _ in steps] == [0, 4, 8, 12, 12]
+    for s, queued, prototypes in steps[3:]:
+        torch.testing.assert_close(s[4:], queued @ prototypes.T)   # every queue row, as scored now
+
+
+def test_queue_filled_rows_option_keeps_the_old_rule(monkeypatch):
+    steps = sinkhorn_inputs(monkeypatch, "filled_rows")
+    assert [s.shape[0] for s, _, _ in steps] == [4, 4 + 4, 4 + 8, 4 + 12, 4 + 12]
+    with pytest.raises(ValueError, match=r"--swav\.queue_use='always': choose from full, filled_rows"):
+        tiny_method(queue_use="always")

@@ -185,3 +185,70 @@ def test_two_processes_equal_one_process_over_the_concatenated_batch(tmp_path):
         got = torch.cat([parts[0][name], parts[1][name]])
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-7), name
         assert not torch.allclose(parts[0][name], sinkhorn_knopp(scores[:5], eps=eps, n_iters=n_iters)), name
+
+
+# --- linear and log domains ----------------------------------------------------------------------
+
+def in_range(name, batch, k):
+    """Scores whose (max - min) / eps stays below the linear domain's bound (80 at eps 0.05)."""
+    g = torch.Generator().manual_seed(batch * 31 + k)
+    z = torch.rand(batch, k, generator=g) * 2 - 1                          # cosine-like, range 2 -> 40
+    if name == "dominant_prototype":
+        z[:, 0] += 1.9                                                       # every sample prefers prototype 0
+    elif name == "one_sample_wins_all":
+        z[0] += 1.9
+    elif name == "constant_column":
+        z[:, 1] = 0.7
+    elif name == "tiny":
+        z = z * 1e-6
+    elif name == "near_the_bound":
+        z = z * 1.95                                                         # range ~ 78 / eps units
+    return z
+
+
+@pytest.mark.parametrize("name", ["random", "dominant_prototype", "one_sample_wins_all", "constant_column", "tiny",
+                                  "near_the_bound"])
+@pytest.mark.parametrize("batch,k,n_iters", [(64, 16, 3), (16, 64, 3), (300, 200, 3), (40, 30, 1), (32, 8, 20)])
+def test_linear_and_log_domains_agree(name, batch, k, n_iters):
+    """Both float32 domains are within ~1e-6 of the float64 result: float32 rounds Z / eps with a
+    relative error of ~6e-8, an absolute one of ~6e-8 R in log Q (R = (max - min) / eps), so the
+    tolerance is 1e-6 up to SwAV's cosine range (R = 40) and grows with R beyond."""
+    scores = in_range(name, batch, k)
+    linear = sinkhorn_knopp(scores, n_iters=n_iters, domain="linear")
+    log = sinkhorn_knopp(scores, n_iters=n_iters, domain="log")
+    assert linear.dtype == log.dtype == torch.float32
+    assert torch.isfinite(linear).all() and (linear >= 0).all()
+    tol = 1e-6 * max(1.0, float(scores.max() - scores.min()) / 0.05 / 40)
+    assert torch.allclose(linear, log, rtol=0, atol=tol)
+    assert torch.allclose(linear.sum(1), torch.ones(batch), atol=1e-5)
+    want = sinkhorn_knopp(scores.double(), n_iters=n_iters, domain="log")     # float64 reference
+    assert torch.allclose(linear.double(), want, rtol=0, atol=tol)
+    assert torch.equal(sinkhorn_knopp(scores, n_iters=n_iters), linear)      # auto: linear in range
+    assert torch.allclose(sinkhorn_knopp(scores.double(), n_iters=n_iters, domain="linear"), want,
+                          rtol=1e-9, atol=1e-12)
+
+
+def test_auto_falls_back_to_the_log_domain_beyond_the_bound():
+    """(max - min) / eps > 80: linear would underflow whole columns (0/0) in float32; auto
+    takes the log domain, exactly; at 79 it stays linear."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(24, 12, generator=g)
+    extreme = base * 1e3                                                     # range ~ 2e4 / eps
+    extreme[:, 3] -= 5e3                                                     # a column far below all
+    assert torch.equal(sinkhorn_knopp(extreme), sinkhorn_knopp(extreme, domain="log"))
+    assert torch.isfinite(sinkhorn_knopp(extreme)).all()
+    assert not torch.isfinite(sinkhorn_knopp(extreme, domain="linear")).all()  # why the fallback exists
+    scale = 79 * 0.05 / float(base.max() - base.min())                       # range just inside: linear
+    assert torch.equal(sinkhorn_knopp(base * scale), sinkhorn_knopp(base * scale, domain="linear"))
+    scale = 81 * 0.05 / float(base.max() - base.min())                       # just beyond: log
+    assert torch.equal(sinkhorn_knopp(base * scale), sinkhorn_knopp(base * scale, domain="log"))
+    with pytest.raises(ValueError, match="domain"):
+        sinkhorn_knopp(base, domain="exp")
+
+
+def test_swav_queue_shape_linear_matches_log():
+    """SwAV's queue shape (section 4.2.3: 3840 rows, 3000 prototypes), 3 iterations."""
+    scores = cosine_scores(3840, 3000, dim=128, seed=5)
+    linear = sinkhorn_knopp(scores, domain="linear")
+    assert torch.allclose(linear, sinkhorn_knopp(scores, domain="log"), rtol=0, atol=1e-6)
+    assert torch.equal(sinkhorn_knopp(scores), linear)

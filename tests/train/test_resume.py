@@ -15,9 +15,21 @@ def step_losses(run_dir):
     return [(r["step"], r["loss"]) for r in MetricsLog(run_dir).read() if r["type"] == "step"]
 
 
-@pytest.mark.parametrize("interrupt_at", [1, 3])   # mid-epoch, and the last step of epoch 1
-def test_sigint_then_resume_matches_uninterrupted(tiny_config, interrupt_at):
-    full = train(tiny_config("full"))
+def knn_curves(run_dir):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in MetricsLog(run_dir).read() if r["type"] == "knn"]
+
+
+RESNET = ["--model.backbone=resnet18", "--model.width=0.125", "--model.small_stem=true", "--model.patch_size=null",
+          "--model.depth=null", "--model.embed_dim=null", "--model.num_heads=null"]     # TINY's ViT fields unset
+
+
+@pytest.mark.parametrize("interrupt_at,extra", [
+    (1, []), (3, []),                                   # mid-epoch, and the last step of epoch 1
+    (1, ["--run.precision=bf16"]),                      # bf16 autocast on CPU is as deterministic
+    (3, ["--run.precision=bf16", *RESNET]),             # ResNet: channels-last weights and views (auto)
+], ids=["fp32-mid", "fp32-end", "bf16-mid", "bf16-resnet-channels-last-end"])
+def test_sigint_then_resume_matches_uninterrupted(tiny_config, interrupt_at, extra):
+    full = train(tiny_config("full", extra))
     reference = step_losses(full)
     assert len(reference) == 8
 
@@ -25,7 +37,7 @@ def test_sigint_then_resume_matches_uninterrupted(tiny_config, interrupt_at):
         if step == interrupt_at:
             os.kill(os.getpid(), signal.SIGINT)
 
-    cfg = tiny_config("cut")
+    cfg = tiny_config("cut", extra)
     out = train(cfg, on_step=interrupt)
     state = load_checkpoint(out / "checkpoint.pt")
     assert state["global_step"] == interrupt_at + 1
@@ -35,6 +47,7 @@ def test_sigint_then_resume_matches_uninterrupted(tiny_config, interrupt_at):
     assert [s for s, _ in resumed] == [s for s, _ in reference]
     for (_, a), (_, b) in zip(resumed, reference):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
+    assert len(knn_curves(full)) == 2 and knn_curves(out) == knn_curves(full)   # k-NN curves on by default
     a = load_checkpoint(out / "checkpoint.pt")["method"]
     b = load_checkpoint(full / "checkpoint.pt")["method"]
     for key in b:
@@ -49,7 +62,7 @@ def test_run_folder_contents(tiny_config):
     epochs = [r for r in records if r["type"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [0, 1]
     for r in records:
-        assert {"epoch", "step", "loss"} <= set(r)
+        assert {"epoch", "step"} <= set(r) and ("loss" in r or r["type"] == "knn")
     assert {"teacher_entropy", "kl", "emb_std", "lr", "teacher_momentum", "teacher_temp"} <= set(epochs[0])
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
 

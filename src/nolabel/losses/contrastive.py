@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from nolabel.ops.dist import all_gather_with_grad, rank
+from nolabel.ops.precision import float32_region
 
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:
@@ -37,6 +38,7 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
+@float32_region
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """SimCLR's NT-Xent loss (Eq. 1) over the 2N views of the batch.
 
@@ -73,6 +75,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> tor
     return F.cross_entropy(logits, positive_cols)
 
 
+@float32_region
 def info_nce(query: torch.Tensor, key: torch.Tensor, negatives: torch.Tensor,
              temperature: float = 0.2) -> torch.Tensor:
     """MoCo's InfoNCE loss (MoCo Eq. 1): a (K+1)-way softmax classifying the positive key.

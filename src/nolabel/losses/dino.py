@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from nolabel.ops.dist import all_reduce_mean
+from nolabel.ops.precision import float32_region
 
 
+@float32_region
 def teacher_probs(teacher_out: torch.Tensor, center: torch.Tensor, teacher_temp: float) -> torch.Tensor:
     """Centred and sharpened teacher distribution ``softmax((g_t(x) - c) / tau_t)``.
 
@@ -19,6 +21,7 @@ def teacher_probs(teacher_out: torch.Tensor, center: torch.Tensor, teacher_temp:
     return F.softmax((teacher_out.float() - center.float()) / teacher_temp, dim=-1)
 
 
+@float32_region
 def dino_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, center: torch.Tensor,
               teacher_temp: float, student_temp: float = 0.1) -> torch.Tensor:
     """Eq. 5.3: mean over pairs (teacher global view t, student view s != t) of

@@ -27,6 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nolabel.ops.precision import float32_region
+
 __all__ = ["super_class_targets", "split_super_class", "hierarchical_loss_terms", "hierarchical_loss"]
 
 
@@ -70,6 +72,7 @@ def _own_head_logits(sub_logits: torch.Tensor, super_targets: torch.Tensor, n_su
     raise ValueError(f"sub_logits must be (S, B, k) or (B, k), got shape {tuple(sub_logits.shape)}")
 
 
+@float32_region
 def hierarchical_loss_terms(super_logits: torch.Tensor, sub_logits: torch.Tensor,
                             super_targets: torch.Tensor, sub_targets: torch.Tensor
                             ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from nolabel.ops.dist import all_gather_with_grad
+from nolabel.ops.precision import float32_region
 
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:
@@ -47,6 +48,7 @@ def _off_diagonal_square_sum(m: torch.Tensor) -> torch.Tensor:
     return m.pow(2).sum() - torch.diagonal(m).pow(2).sum()
 
 
+@float32_region
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3,
                       eps: float = 1e-5) -> torch.Tensor:
     """Barlow Twins: drive the cross-correlation of the two views' embeddings to identity.
@@ -84,6 +86,7 @@ def _covariance_penalty(z: torch.Tensor) -> torch.Tensor:
     return _off_diagonal_square_sum(cov) / dim
 
 
+@float32_region
 def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_weight: float = 25.0,
                 var_weight: float = 25.0, cov_weight: float = 1.0, eps: float = 1e-4,
                 gamma: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

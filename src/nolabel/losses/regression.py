@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nolabel.ops.precision import float32_region
+
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:
     """float16 / bfloat16 -> float32; float32 and float64 unchanged (float64 keeps gradcheck exact)."""
@@ -34,6 +36,7 @@ def _cosine(name: str, p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (p_unit * z_unit).sum(dim=1)                                  # (N,)
 
 
+@float32_region
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """SimSiam's ``D(p, stopgrad(z)) = -mean_i  p_i . z_i / (||p_i|| ||z_i||)`` (Eqs. 1, 3).
 
@@ -45,6 +48,7 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return -_cosine("negative_cosine", p, z).mean()
 
 
+@float32_region
 def normalized_mse(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """BYOL's ``mean_i || p_i/||p_i|| - z_i/||z_i|| ||^2 = mean_i (2 - 2 cos(p_i, z_i))`` (Eq. 2).
 

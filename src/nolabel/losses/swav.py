@@ -8,7 +8,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nolabel.ops.precision import float32_region
 
+
+@float32_region
 def swav_loss(scores: torch.Tensor, codes: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """Eq. 4.6: mean over pairs (code view c, other view v != c) of the cross-entropy
     ``H(q_c, p_v) = -sum_k q_c^(k) log p_v^(k)`` with ``p_v = softmax(scores_v / T)``

@@ -28,6 +28,7 @@ from nolabel.methods import _clustering as C
 from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
 from nolabel.methods.swav import swav_views
 from nolabel.monitor import embedding_std
+from nolabel.ops.precision import autocast_off
 from nolabel.views import ViewSpec, auto_blur
 
 
@@ -99,11 +100,12 @@ class DeepClusterV2(Method):
             raise ValueError("deepclusterv2 looks up each image's cluster: info.index is missing")
         n_views, batch = len(views), views[0].shape[0]
         feats = forward_multicrop(self.backbone, views)                    # (V*B, D)
-        z = F.normalize(self.projector(feats), dim=1).float()              # (V*B, d)
+        z = F.normalize(self.projector(feats).float(), dim=1)              # (V*B, d)
         targets = self.labels[:, info.index.to(self.labels.device)].long()  # (H, B)
         losses, correct = [], 0.0
         for h in range(self.cfg.n_heads):
-            logits = z @ self.centroids[h].T / self.cfg.temperature        # (V*B, k)
+            with autocast_off(z):                                          # cosine / tau logits: float32
+                logits = z @ self.centroids[h].T / self.cfg.temperature    # (V*B, k)
             target = targets[h].repeat(n_views)                            # every view, its image's cluster
             losses.append(F.cross_entropy(logits, target, ignore_index=-1))
             correct += float((logits.argmax(1) == target).float().mean()) / self.cfg.n_heads

@@ -28,6 +28,7 @@ from nolabel.methods import register
 from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
 from nolabel.methods.swav import swav_views
 from nolabel.monitor import code_usage, embedding_collapse_warning, embedding_std, swav_collapse_warnings
+from nolabel.ops.precision import autocast_off
 from nolabel.views import ViewSpec, auto_blur
 
 
@@ -166,11 +167,12 @@ class Sela(Method):
         self._normalize_heads()                                            # before every step, as SwAV (4.2.5)
         n_views, batch = len(views), views[0].shape[0]
         feats = forward_multicrop(self.backbone, views)                    # (V*B, D)
-        z = F.normalize(self.projector(feats), dim=1)                      # (V*B, d)
+        z = F.normalize(self.projector(feats).float(), dim=1)              # (V*B, d)
         targets = self.labels[:, info.index.to(self.labels.device)].long()  # (H, B)
         losses, correct = [], 0.0
         for h, head in enumerate(self.heads):
-            logits = head(z) / self.cfg.temperature                        # (V*B, K): every view predicts
+            with autocast_off(z):                                          # cosine / tau logits: float32
+                logits = head(z) / self.cfg.temperature                    # (V*B, K): every view predicts
             target = targets[h].repeat(n_views)                            # (V*B,)   its image's label
             losses.append(F.cross_entropy(logits.float(), target, ignore_index=-1))
             correct += float((logits.argmax(1) == target).float().mean()) / len(self.heads)

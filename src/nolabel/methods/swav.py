@@ -21,6 +21,7 @@ from nolabel.methods import register
 from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
 from nolabel.monitor import code_usage, embedding_collapse_warning, embedding_std, swav_collapse_warnings
 from nolabel.ops import dist
+from nolabel.ops.precision import autocast_off, float32_region
 from nolabel.ops.queue import FeatureQueue
 from nolabel.ops.sinkhorn import sinkhorn_knopp
 from nolabel.views import ViewSpec, auto_blur, local_size
@@ -28,6 +29,7 @@ from nolabel.views import ViewSpec, auto_blur, local_size
 # SimCLR's colour distortion of strength 1 (thesis 4.2.5: augmentations "exactly following
 # the SimCLR implementation"): brightness, contrast, saturation 0.8, hue 0.2.
 SIMCLR_JITTER = (0.8, 0.8, 0.8, 0.2)
+QUEUE_USES = ("full", "filled_rows")    # SwavConfig.queue_use
 
 
 def swav_views(image_size: int, n_local: int = 6, global_scale: tuple[float, float] = (0.14, 1.0),
@@ -59,8 +61,13 @@ class SwavConfig:
     # Queue (4.2.3): "around 3K features", the last 15 batches of 256 = 3840, one queue per global
     # view. Used only when the global batch is smaller than the queue ("when working with small
     # batches"), from epoch queue_start_epoch on: pushed after each step from that epoch, and its
-    # filled rows join the batch in Sinkhorn (their codes are discarded). 0 disables it.
+    # rows join the batch in Sinkhorn (their codes are discarded). 0 disables it.
     queue_size: int = 3840
+    # When the queue's rows join Sinkhorn (the thesis does not say): "full" (the reference code:
+    # `use_the_queue` turns true once the queue's last row is non-zero, i.e. once it has been
+    # filled, and all its rows join from then on) | "filled_rows" (whatever rows it holds, from
+    # the second step after queue_start_epoch on).
+    queue_use: str = "full"
     queue_start_epoch: int | None = None  # None: 15 of 200 epochs as in the released code's batch-256
                                           # setting, i.e. round(0.075 * epochs), at least 1 (the first,
                                           # fastest-changing epoch never fills it)
@@ -83,14 +90,16 @@ class SwavNetwork(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """backbone features (N, D) -> l2-normalised projections (N, out_dim)."""
-        return F.normalize(self.projector(x), dim=1)
+        return F.normalize(self.projector(x).float(), dim=1)
 
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """views: V tensors (B,3,h,w). Returns backbone features (V*B, D), l2-normalised
         projections (V*B, out_dim) and prototype scores (V, B, K)."""
         feats = forward_multicrop(self.backbone, views)
         z = self.embed(feats)
-        return feats, z, self.prototypes(z).reshape(len(views), views[0].shape[0], -1)
+        with autocast_off(z):     # cosine scores for Sinkhorn (eps 0.05) and the softmax (tau 0.1): float32
+            scores = self.prototypes(z)
+        return feats, z, scores.reshape(len(views), views[0].shape[0], -1)
 
 
 @register
@@ -108,6 +117,8 @@ class Swav(Method):
 
     def __init__(self, cfg: SwavConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
+        if cfg.queue_use not in QUEUE_USES:
+            raise ValueError(f"--swav.queue_use={cfg.queue_use!r}: choose from {', '.join(QUEUE_USES)}")
         self.network = SwavNetwork(backbone, cfg.hidden_dim, cfg.out_dim, cfg.n_prototypes)
         self.queues = None                                   # one queue per global view (4.2.3)
         if cfg.queue_size > 0:
@@ -129,16 +140,24 @@ class Swav(Method):
         return (self.queues is not None and batch * dist.world_size() < self.cfg.queue_size
                 and epoch >= self.queue_start_epoch)
 
+    def _queue_ready(self, v: int) -> bool:
+        """Whether queue ``v`` joins Sinkhorn: with ``queue_use="full"`` (the reference code's
+        ``use_the_queue``) only once it has been filled, all its rows then; with
+        ``"filled_rows"`` as soon as it holds any."""
+        queue = self.queues[v]
+        return queue.is_full if self.cfg.queue_use == "full" else len(queue) > 0
+
     @torch.no_grad()
+    @float32_region                                  # the queue's scores in float32, as the batch's
     def _codes(self, z: torch.Tensor, scores: torch.Tensor, n_code_views: int, use_queue: bool) -> tuple[torch.Tensor, int]:
         """Codes (V_c, B, K) of the first ``n_code_views`` views by Sinkhorn (4.2.2), each with
-        the filled rows of its queue appended (4.2.3). z: (V*B, out_dim); scores: (V, B, K).
-        Returns the codes and the number of queue rows used per view (over all processes)."""
+        the rows of its queue appended (4.2.3) once ``_queue_ready``. z: (V*B, out_dim); scores:
+        (V, B, K). Returns the codes and the number of queue rows used per view (over all processes)."""
         batch = scores.shape[1]
         codes, used = [], 0
         for v in range(n_code_views):
             s = scores[v].detach().float()                                       # (B, K)
-            if use_queue and len(self.queues[v]):
+            if use_queue and self._queue_ready(v):
                 queue = self.queues[v].features()                                # (Q, d), every process alike
                 used = queue.shape[0]
                 queued = queue @ self.network.prototypes.weight.detach().float().T  # (Q, K)
