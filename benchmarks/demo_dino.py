@@ -28,7 +28,7 @@ from demo_learnability import demo_design, design_changes, design_options  # noq
 from nolabel.config import apply_overrides, load_yaml, new_config  # noqa: E402
 from nolabel.data import open_images  # noqa: E402
 from nolabel.evaluate.protocols import knn_protocol  # noqa: E402
-from nolabel.presets import apply_demo_preset, drop_foreign_demo_options  # noqa: E402
+from nolabel.presets import apply_demo_preset, drop_foreign_demo_options, is_demo  # noqa: E402
 from nolabel.runlog import MetricsLog  # noqa: E402
 from nolabel.train import CONFIG_FILE, train  # noqa: E402
 
@@ -65,7 +65,7 @@ def main(argv=None) -> dict:
 
 def _with_design(spec: str, design: str) -> str:
     """A demo spec with ``design=``; other specs unchanged."""
-    if spec.split(":")[0].split("?")[0] != "demo":
+    if not is_demo(spec):
         return spec
     return f"{spec}{'&' if '?' in spec else '?'}design={design}"
 
