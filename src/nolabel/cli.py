@@ -28,6 +28,10 @@ def _train_parser(sub) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="total batch size over all processes")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--recipe", default=None, choices=("auto", "small", "thesis"),
+                   help="values for the fields you leave unset: small (measured to learn on small images "
+                        "and 2 CPU cores in an hour), thesis (the papers' ImageNet values), auto (default: "
+                        "small below 96 px); config.yaml records the one used (run.recipe)")
     p.add_argument("--out", required=True, help="run folder (config, checkpoints, metrics, plots)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--config", default=None, help="YAML file with config sections")
@@ -106,7 +110,7 @@ def _explicit_settings(args, overrides: list[str]) -> list[str]:
     """The command-line options as ``section.key=value`` overrides, in order."""
     pairs = []
     for flag, key in (("backbone", "model.backbone"), ("data", "data.train"), ("epochs", "run.epochs"),
-                      ("batch_size", "run.batch_size"), ("seed", "run.seed")):
+                      ("batch_size", "run.batch_size"), ("seed", "run.seed"), ("recipe", "run.recipe")):
         value = getattr(args, flag)
         if value is not None:
             pairs.append(f"{key}={value}")

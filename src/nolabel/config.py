@@ -73,6 +73,9 @@ class RunConfig:
     channels_last: str = "auto"        # auto (on for ResNets, off for ViTs) | true | false: NHWC weights and views
     threads: int | str = "auto"        # CPU threads (torch.set_num_threads); auto: OMP_NUM_THREADS if set, else
                                        # the cores available less those other jobs keep busy (dist_setup)
+    recipe: str = "auto"               # auto | small | thesis: which values fill the fields you leave unset
+                                       # (presets.apply_recipe); auto: small below 96 px, thesis from 96 px.
+                                       # config.yaml records the one used
     log_every: int = 10                # steps between metrics.jsonl lines
     save_every: int = 1                # epochs between checkpoints (also on SIGINT/SIGTERM and at the end)
     progress: bool = True              # progress bar
@@ -107,6 +110,9 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     method_config: Any = None          # the method's own dataclass, saved under the method's name
+    # Dotted keys given a value by set_value (a YAML file, an option, a preset): a recipe
+    # fills only the others (presets.apply_recipe). Not saved: config.yaml holds values only.
+    explicit: set = field(default_factory=set, repr=False, compare=False)
 
     def sections(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in GENERAL_SECTIONS}
@@ -225,6 +231,7 @@ def set_value(cfg: Config, dotted: str, value: Any, source: str = "override") ->
     if key not in hints:
         raise ConfigError(f"{source}: unknown key {dotted!r}; valid keys of {section_name!r}: {sorted(hints)}")
     setattr(section, key, _coerce(value, hints[key], dotted, source))
+    cfg.explicit.add(dotted)
 
 
 def _is_method(name: str) -> bool:

@@ -6,7 +6,7 @@ value is written into the run's saved config.
 """
 from __future__ import annotations
 
-from nolabel.config import Config, set_value
+from nolabel.config import Config, ConfigError, set_value
 
 # The built-in demo set must train in minutes on 2 CPU cores (issue 12: `make demo`
 # within 5 minutes, the trained backbone 15+ points of k-NN over random init and raw
@@ -77,8 +77,47 @@ def default_backbone(image_size: int) -> str:
     return "vit_tiny" if image_size <= 64 else "vit_small"
 
 
-def resolve(cfg: Config, image_size: int, n_images: int, default_optim: dict) -> Config:
-    """Fill every ``None`` field that depends on the data; returns ``cfg`` (modified)."""
+# Recipes (issue 12, part 3). "thesis": the papers' values, which every config dataclass and
+# ``default_optim`` hold (ImageNet, 224 px, large batches; a paper's own small-image values
+# where it gives them, e.g. SimCLR's CIFAR temperature). "small": a method's
+# ``Method.recipes["small"]``, the values measured to learn on 32-px CIFAR-10 in an hour on
+# 2 CPU cores (BENCHMARKS.md, "Convergence in 60 minutes"); a method without one keeps its
+# thesis values. A recipe fills only the fields nobody set: an option, a config file or the
+# demo preset always wins.
+RECIPES = ("auto", "small", "thesis")
+SMALL_RECIPE_BELOW = 96     # px: images under this side get the small recipe under "auto"
+
+
+def check_recipe(name: str) -> None:
+    if name not in RECIPES:
+        raise ConfigError(f"--run.recipe={name!r}: choose one of {', '.join(RECIPES)} (auto: small below "
+                          f"{SMALL_RECIPE_BELOW} px, thesis above)")
+
+
+def pick_recipe(name: str, image_size: int) -> str:
+    """``auto`` made concrete for images of ``image_size`` px."""
+    check_recipe(name)
+    if name != "auto":
+        return name
+    return "small" if image_size < SMALL_RECIPE_BELOW else "thesis"
+
+
+def apply_recipe(cfg: Config, recipes: dict[str, dict], image_size: int) -> Config:
+    """Write the run's recipe into ``cfg.run.recipe`` and its values into the fields the
+    user left alone (``cfg.explicit``). ``recipes``: the method's ``Method.recipes``."""
+    name = pick_recipe(cfg.run.recipe, image_size)
+    cfg.run.recipe = name
+    for key, value in recipes.get(name, {}).items():
+        if key not in cfg.explicit:
+            set_value(cfg, key, value, source=f"{cfg.method}'s {name} recipe")
+    return cfg
+
+
+def resolve(cfg: Config, image_size: int, n_images: int, default_optim: dict,
+            recipes: dict[str, dict] | None = None) -> Config:
+    """Fill every ``None`` field that depends on the data; returns ``cfg`` (modified).
+    The method's recipe (``recipes``, see :func:`apply_recipe`) goes first."""
+    apply_recipe(cfg, recipes or {}, image_size)
     cfg.data.image_size = image_size
     if cfg.model.backbone is None:
         cfg.model.backbone = default_backbone(image_size)

@@ -28,7 +28,7 @@ from nolabel.ops import dist
 from nolabel.ops.ema import ema_update
 from nolabel.ops.schedules import cosine, warmup_cosine
 from nolabel.optim import build_optimizer, check_clip_mode, clip_gradients_, set_schedule_values
-from nolabel.presets import backbone_kwargs, resolve
+from nolabel.presets import backbone_kwargs, check_recipe, resolve
 from nolabel.runlog import MetricsLog, Progress, get_logger, plot_metrics
 from nolabel.views import MultiCrop, normalize
 
@@ -99,11 +99,14 @@ def train(cfg: Config, resume: bool = False,
     if in_memory is None:
         raise TrainingError(f"--data.in_memory={cfg.data.in_memory!r}: choose auto, true or false")
     check_clip_mode(cfg.optim.clip_mode)     # before the data is opened: a typo fails at once
+    check_recipe(cfg.run.recipe)
+    if resume and cfg.run.recipe == "auto":  # saved configs name their recipe; without one the run
+        cfg.run.recipe = "thesis"            # predates recipes and used the thesis values
     data = open_images(cfg.data.train, image_size=cfg.data.image_size, in_memory=in_memory,
                        num_workers=cfg.data.num_workers, memory_limit_gb=cfg.data.memory_limit_gb,
                        progress=main and cfg.run.progress)
     method_cls = get_method(cfg.method)
-    resolve(cfg, data.image_size, len(data), method_cls.default_optim)
+    resolve(cfg, data.image_size, len(data), method_cls.default_optim, method_cls.recipes)
     if main:
         save_yaml(cfg, out / CONFIG_FILE)
     memory_format = dist_setup.memory_format(cfg.run.channels_last, cfg.model.backbone, device)

@@ -44,13 +44,16 @@ class Method(nn.Module):
     """Base class: one level of inheritance only.
 
     Subclasses set ``name``, ``Config`` (a dataclass), ``default_optim`` (values for
-    the ``optim`` section's unset fields) and ``encoder_prefix`` (state-dict prefix of
+    the ``optim`` section's unset fields), ``recipes`` (optional) and ``encoder_prefix`` (state-dict prefix of
     the backbone that evaluation and export use), and implement the methods below.
     """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
     default_optim: ClassVar[dict] = {}
+    # Values for small images and small compute, by recipe name (presets.apply_recipe):
+    # {"small": {"optim.lr": ..., "<method>.<field>": ...}}, each measured (BENCHMARKS.md).
+    recipes: ClassVar[dict[str, dict]] = {}
     encoder_prefix: ClassVar[str] = "backbone"
 
     def __init__(self, cfg, backbone: nn.Module, shape: RunShape):

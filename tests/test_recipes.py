@@ -1,0 +1,101 @@
+"""Recipes (issue 12, part 3): ``run.recipe`` picks which values fill the fields nobody
+set; an option, a config file or the demo preset always wins; config.yaml names the recipe."""
+import pytest
+
+from nolabel.config import ConfigError, apply_overrides, load_yaml, new_config
+from nolabel.methods import get_method, method_names
+from nolabel.presets import RECIPES, apply_demo_preset, apply_recipe, pick_recipe, resolve
+
+
+def test_auto_is_small_below_96_px_and_thesis_from_96():
+    assert pick_recipe("auto", 32) == "small"
+    assert pick_recipe("auto", 95) == "small"
+    assert pick_recipe("auto", 96) == "thesis"
+    assert pick_recipe("auto", 224) == "thesis"
+    assert pick_recipe("thesis", 32) == "thesis"
+    assert pick_recipe("small", 224) == "small"
+
+
+def test_unknown_recipe_names_the_option_and_the_choices():
+    with pytest.raises(ConfigError, match=r"run\.recipe='fast'.*auto, small, thesis"):
+        pick_recipe("fast", 32)
+
+
+def test_every_recipe_is_a_valid_config_of_its_method():
+    """Every key exists with a value of the right type (set_value checks both), and no
+    recipe hides under a name run.recipe cannot take."""
+    for name in method_names():
+        method = get_method(name)
+        for recipe, values in method.recipes.items():
+            assert recipe in RECIPES and recipe != "auto", (name, recipe)
+            cfg = apply_overrides(new_config(name), [f"--run.recipe={recipe}"])
+            apply_recipe(cfg, method.recipes, 32)
+            for key, value in values.items():
+                section, field = key.split(".")
+                assert section in ("optim", "model", "run", "data", "eval", name), (name, key)
+                got = getattr(cfg.sections()[section], field)
+                assert got == value, (name, key, got, value)
+
+
+def test_small_recipe_fills_unset_fields_and_options_win():
+    method = get_method("simclr")
+    cfg = apply_overrides(new_config("simclr"), ["--optim.lr=1e-3"])
+    resolve(cfg, 32, 1000, method.default_optim, method.recipes)
+    assert cfg.run.recipe == "small"
+    assert cfg.optim.lr == 1e-3                                   # the user's
+    assert cfg.optim.weight_decay == method.recipes["small"]["optim.weight_decay"]
+    assert cfg.method_config.temperature == method.recipes["small"]["simclr.temperature"]
+
+
+def test_thesis_recipe_keeps_the_papers_values():
+    method = get_method("simclr")
+    cfg = apply_overrides(new_config("simclr"), ["--run.recipe=thesis"])
+    resolve(cfg, 32, 1000, method.default_optim, method.recipes)
+    assert cfg.run.recipe == "thesis"
+    assert cfg.optim.lr == method.default_optim["lr"]
+    assert cfg.optim.weight_decay == method.default_optim["weight_decay"]
+    assert cfg.method_config.temperature is None                  # left to the method: 0.5 below 96 px
+
+
+def test_large_images_get_the_thesis_values_under_auto():
+    method = get_method("simclr")
+    cfg = new_config("simclr")
+    resolve(cfg, 224, 1000, method.default_optim, method.recipes)
+    assert cfg.run.recipe == "thesis" and cfg.optim.lr == method.default_optim["lr"]
+
+
+def test_demo_preset_beats_the_recipe():
+    method = get_method("simclr")
+    cfg = apply_demo_preset(new_config("simclr"))
+    demo_lr = cfg.optim.lr
+    resolve(cfg, 32, 1000, method.default_optim, method.recipes)
+    assert cfg.optim.lr == demo_lr != method.recipes["small"]["optim.lr"]
+
+
+def test_config_file_values_are_explicit(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("method: simclr\nsimclr:\n  temperature: 0.7\n")
+    cfg = load_yaml(path)
+    method = get_method("simclr")
+    resolve(cfg, 32, 1000, method.default_optim, method.recipes)
+    assert cfg.method_config.temperature == 0.7 and cfg.run.recipe == "small"
+
+
+def test_the_run_records_its_recipe(tmp_path):
+    """Through the real loop: config.yaml names the recipe and holds its values; a bad
+    name fails before any image is decoded."""
+    from nolabel.train import train
+
+    base = ["--data.train=demo?n=32", "--run.epochs=1", "--run.batch_size=16", "--run.progress=false",
+            "--run.precision=fp32", "--run.threads=1", "--eval.every=0", "--model.backbone=resnet18",
+            "--model.width=0.125", "--simclr.hidden_dim=32", "--simclr.out_dim=16"]
+    run = train(apply_overrides(new_config("simclr"), [*base, f"--run.out={tmp_path / 'a'}"]))
+    saved = load_yaml(run / "config.yaml")
+    assert saved.run.recipe == "small" and saved.method_config.temperature == 0.2
+    run = train(apply_overrides(new_config("simclr"), [*base, "--run.recipe=thesis",
+                                                       f"--run.out={tmp_path / 'b'}"]))
+    saved = load_yaml(run / "config.yaml")
+    assert saved.run.recipe == "thesis" and saved.method_config.temperature == 0.5
+    with pytest.raises(ConfigError, match="run.recipe"):
+        train(apply_overrides(new_config("simclr"), [*base, "--run.recipe=imagenet", "--data.train=/nonexistent",
+                                                     f"--run.out={tmp_path / 'c'}"]))
