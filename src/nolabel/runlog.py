@@ -66,8 +66,56 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
+HEALTH_AXES = {"teacher_entropy": "teacher entropy (nats)", "kl": "teacher-student KL (nats)",
+               "emb_std": "std of l2-normalised features"}
+
+
+def _log_k(run_dir: Path) -> float | None:
+    """log K of a DINO run (its ``out_dim`` in config.yaml), for the uniform-output line."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text())
+        k = raw[raw["method"]]["out_dim"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return None
+    return math.log(k) if isinstance(k, int) and k > 1 else None
+
+
+def _readable(ax, values: list[float]) -> None:
+    """No offset notation, and a nearly flat curve shown flat: the y-range is at least 2% of
+    the values' size, so noise in the 4th digit is not stretched over the whole panel."""
+    if ax.get_yscale() == "linear":
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return
+    lo, hi = min(finite), max(finite)
+    floor = 0.02 * max(abs(lo), abs(hi)) or 1e-12
+    if hi - lo < floor:
+        mid = (hi + lo) / 2
+        ax.set_ylim(mid - floor / 2, mid + floor / 2)
+
+
 def plot_metrics(run_dir: Path) -> Path | None:
-    """Draw the loss and learning rate per step, the per-epoch health metrics and the k-NN curves."""
+    """Write ``metrics.png`` (:func:`metrics_figure`) into the run folder; None before the
+    first logged step."""
+    import matplotlib.pyplot as plt
+
+    fig = metrics_figure(run_dir)
+    if fig is None:
+        return None
+    out = Path(run_dir) / PLOT
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)
+    return out
+
+
+def metrics_figure(run_dir: Path):
+    """The loss and learning rate per step, the health metrics (per epoch; per logged step
+    when the run has fewer than 3 epochs) and the k-NN curves, every y-axis labelled, log K
+    drawn on the teacher-entropy panel. Epochs are numbered from 1, as train.log does."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -77,30 +125,36 @@ def plot_metrics(run_dir: Path) -> Path | None:
     epochs = [r for r in records if r.get("type") == "epoch"]
     if not steps:
         return None
-    health = [k for k in ("teacher_entropy", "kl", "emb_std") if any(k in r for r in epochs)]
+    by_step = len(epochs) < 3                     # a short run: one point an epoch says nothing
+    rows, x_key, x_label = (steps, "step", "step") if by_step else (epochs, "epoch", "epoch")
+    health = [k for k in HEALTH_AXES if any(k in r for r in rows)]
     knn = [r for r in records if r.get("type") == "knn"]
     n = 2 + len(health) + bool(knn)
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.2))
-    axes[0].plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8)
-    axes[0].set(title="loss", xlabel="step")
-    axes[1].plot([r["step"] for r in steps], [r.get("lr") for r in steps], lw=0.8)
-    axes[1].set(title="learning rate", xlabel="step")
+    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "lr", "learning rate")):
+        values = [r.get(key) for r in steps]
+        ax.plot([r["step"] for r in steps], values, lw=0.8)
+        ax.set(title=label, xlabel="step", ylabel=label)
+        _readable(ax, values)
     for ax, key in zip(axes[2:], health):
-        pts = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3)
-        ax.set(title=key, xlabel="epoch")
+        pts = [(r[x_key] + (x_key == "epoch"), r[key]) for r in rows if r.get(key) is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if not by_step else None, ms=3, lw=0.8)
+        ax.set(title=key, xlabel=x_label, ylabel=HEALTH_AXES[key])
+        log_k = _log_k(run_dir) if key == "teacher_entropy" else None
+        if log_k is not None:      # the uniform output's entropy (thesis Fig. 5.8)
+            ax.axhline(log_k, color="grey", ls="--", lw=0.8, label=f"log K = {log_k:.2f}")
+            ax.legend(fontsize=7)
+        _readable(ax, [p[1] for p in pts] + ([log_k] if log_k is not None else []))
     if knn:   # k-NN learning curves (nolabel.knn_monitor)
         keys = sorted({k for r in knn for k in r if k.startswith("knn_top1_k")}, key=lambda k: int(k[10:]))
+        use_steps = len({r["epoch"] for r in knn}) < 2 and by_step
         for key in keys:
-            pts = [(r["epoch"], r[key]) for r in knn if r.get(key) is not None]
+            pts = [(r["step"] if use_steps else r["epoch"] + 1, r[key]) for r in knn if r.get(key) is not None]
             axes[-1].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=f"k={key[10:]}")
-        axes[-1].set(title="k-NN top-1 (%)", xlabel="epoch")
+        axes[-1].set(title="k-NN top-1", xlabel="step" if use_steps else "epoch", ylabel="top-1 (%)")
         axes[-1].legend(fontsize=7)
     fig.tight_layout()
-    out = Path(run_dir) / PLOT
-    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
-    return out
+    return fig
 
 
 class Progress:

@@ -52,3 +52,23 @@ def test_centering_and_sharpening_together_avoid_collapse(tmp_path):
     final, log = last_epoch(tmp_path, "default", [])
     assert final["kl"] > 1e-2
     assert "collapse" not in log
+
+
+@pytest.mark.parametrize("entropy, kl, log_k, expected", [
+    (6.922, 0.010, math.log(1024), "uniform output"),    # the demo's DINO run, the plateau the old rule missed
+    (6.925, 6.5e-4, math.log(1024), "uniform output"),   # the thesis-settings demo run at epoch 9+ (BENCHMARKS)
+    (0.01, 1e-4, math.log(1024), "one output dimension dominates"),
+    (0.2, 0.002, math.log(1024), "one output dimension dominates"),   # KL small next to the entropy
+    (3.0, 5e-4, math.log(1024), "possible collapse"),
+    (6.64, 1.07, math.log(2048), None),                  # lightly's recipe on the demo, learning: no warning
+    (7.07, 0.48, math.log(2048), None),
+    (6.50, 0.05, math.log(1024), None),                  # below the plateau: a sharp teacher
+])
+def test_collapse_rules_on_logged_values(entropy, kl, log_k, expected):
+    from nolabel.monitor import dino_collapse_warnings
+
+    warnings = dino_collapse_warnings(entropy, kl, log_k)
+    if expected is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and expected in warnings[0]
