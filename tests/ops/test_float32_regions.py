@@ -34,6 +34,26 @@ def test_autocast_off_computes_matmuls_in_float32():
     assert inside.dtype == torch.float32 and torch.equal(inside, a @ b)
 
 
+def test_float32_region_upcasts_its_inputs_itself():
+    """A function that forgets ``.float()`` still computes in float32, for tensors passed
+    alone, by keyword or in a list; gradients reach the bf16 inputs; other arguments pass."""
+    a = torch.randn(8, 16).bfloat16().requires_grad_()
+    b = torch.randn(16, 4).bfloat16()
+
+    @float32_region
+    def product(x, ys, scale=1.0, *, z):
+        assert x.dtype == ys[0].dtype == z.dtype == torch.float32
+        return (x @ ys[0]) * scale + z.sum()
+
+    with torch.autocast(**BF16):
+        out = product(a, [b], 2.0, z=b)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, (a.float() @ b.float()) * 2.0 + b.float().sum())
+    out.sum().backward()
+    assert a.grad is not None and a.grad.dtype == torch.bfloat16
+    assert product.__name__ == "product"
+
+
 def _inputs():
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g)                 # noqa: E731

@@ -31,14 +31,30 @@ def autocast_off(where: torch.Tensor | torch.device | str):
     return torch.autocast(device_type=kind, enabled=False)
 
 
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _float32(arg):
+    """A bf16/fp16 tensor (or a list/tuple of them) as float32; anything else unchanged."""
+    if isinstance(arg, torch.Tensor):
+        return arg.float() if arg.dtype in _LOW_PRECISION else arg
+    if type(arg) in (list, tuple) and any(isinstance(a, torch.Tensor) for a in arg):
+        return type(arg)(_float32(a) for a in arg)
+    return arg
+
+
 def float32_region(fn: F) -> F:
-    """Decorator: run ``fn`` with autocast off on the device of its first tensor argument.
-    ``fn`` upcasts its bf16/fp16 inputs itself (``x.float()``); gradients flow back to
-    them through the cast."""
+    """Decorator: run ``fn`` in float32 whatever the loop's autocast: its bf16/fp16 tensor
+    arguments (alone or in a list/tuple) are upcast, and autocast is off on the device of
+    the first tensor argument. Gradients flow back to the low-precision inputs through
+    the cast."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        args = tuple(_float32(a) for a in args)
+        kwargs = {k: _float32(v) for k, v in kwargs.items()}
+        first = next((t for a in (*args, *kwargs.values())
+                      for t in (a if type(a) in (list, tuple) else (a,)) if isinstance(t, torch.Tensor)), None)
         if first is None:
             return fn(*args, **kwargs)
         with autocast_off(first):
