@@ -16,8 +16,9 @@ randomly initialised and raw pixels measured the same way. Prints one JSON objec
 writes it to ``OUT/convergence.json``.
 
 Defaults are the CPU protocol of BENCHMARKS.md (ResNet-18 x0.25 with the small-image
-stem, batch 256) and each method's own defaults; ``--set section.key=value`` changes
-any field (e.g. a recipe under study).
+stem, batch 256) and each method's own defaults under its recipe (``run.recipe=auto``:
+the small recipe at 32 px, recorded in the report); ``--set section.key=value`` changes
+any field (e.g. a recipe under study, or ``run.recipe=thesis``).
 """
 from __future__ import annotations
 
@@ -130,7 +131,8 @@ def main(argv=None) -> dict:
     t1 = time.time()
     results, nmis = score_run(out, bank, test, device)
     report = {
-        "method": a.method, "minutes_budget": a.minutes, "overrides": a.set, "epochs": epochs,
+        "method": a.method, "recipe": cfg.run.recipe, "minutes_budget": a.minutes, "overrides": a.set,
+        "epochs": epochs,
         "batch_size": a.batch_size, "steps": epochs * steps_per_epoch, "probe_step_seconds": round(step_s, 4),
         "train_seconds": round(train_seconds, 1), "score_seconds": round(time.time() - t1, 1),
         "total_seconds": round(time.time() - t_start, 1), "train_images": n_train, "knn_bank_images": len(bank),
