@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -92,3 +95,53 @@ def test_cluster_command_writes_its_files(capsys, tmp_path):
     assert sum(sizes["sizes"]) == 40 and sizes["k"] == 4
     assert len((tmp_path / "c" / "assignments.csv").read_text().splitlines()) == 41   # header + one row an image
     assert (tmp_path / "c" / "clusters.png").is_file()
+
+
+def test_version(capsys):
+    import nolabel
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"nolabel {nolabel.__version__}"
+
+
+_PROBE = """import sys
+from nolabel.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print("HEAVY", sorted(m for m in ("torch", "faiss", "sklearn", "kornia", "matplotlib") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"], ["eval", "--help"],
+                                  ["eval", "all", "--help"], ["export", "--help"], ["demo", "--help"]])
+def test_help_and_version_answer_without_importing_torch(argv):
+    t0 = time.time()
+    done = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stdout, done.stdout[-300:]
+    assert "usage: nolabel" in done.stdout or done.stdout.startswith("nolabel ")
+    assert time.time() - t0 < 30
+
+
+def test_help_lists_methods_and_backbones_from_the_registries(capsys):
+    from nolabel.backbones import backbone_names
+    from nolabel.methods import method_names
+    from nolabel.names import BACKBONES, METHODS
+    assert list(METHODS) == method_names()                  # the static lists the help prints are complete
+    assert sorted(BACKBONES) == sorted(backbone_names())
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())        # argparse wraps lines
+    for name in [*method_names(), *backbone_names()]:
+        assert name in text, name
+
+
+def test_every_option_of_train_export_and_demo_has_help():
+    from nolabel.cli import build_parser
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name in ("train", "export", "demo"):
+        for action in commands[name]._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest}: no help text"

@@ -11,6 +11,9 @@ import re
 import sys
 from pathlib import Path
 
+from nolabel import __version__
+from nolabel.names import BACKBONES, METHODS    # no torch here: --help and --version answer at once
+
 _OVERRIDE = re.compile(r"^--[A-Za-z_][\w]*\.[A-Za-z_][\w]*=.*$")
 
 
@@ -22,18 +25,22 @@ def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="pretrain a backbone with a self-supervised method", allow_abbrev=False,
                        description="Pretrain a backbone. Any config field can be set with --section.key=value "
                                    "(sections: data, model, optim, run, eval and the method's own, e.g. --dino.out_dim=4096).")
-    p.add_argument("--method", default=None, help="method to train (default: dino)")
-    p.add_argument("--backbone", default=None, help="backbone (default: chosen from the image size)")
+    p.add_argument("--method", default=None, help=f"method to train: {', '.join(METHODS)} (default: dino)")
+    p.add_argument("--backbone", default=None, help=f"backbone: {', '.join(BACKBONES)} (default: vit_tiny up to "
+                                                    "64 px, vit_small above)")
     p.add_argument("--data", default=None, help="training images: folder, .tar/.tar.gz, cifar10:DIR, demo")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="passes over the training images, at least 1 "
+                                                            "(default 100; the demo preset's 25)")
     p.add_argument("--batch-size", type=int, default=None, help="total batch size over all processes")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="random seed of the weights, views and batch order "
+                                                          "(default 0); same seed on CPU, same run")
     p.add_argument("--recipe", default=None, choices=("auto", "small", "thesis"),
                    help="values for the fields you leave unset: small (measured to learn on small images "
                         "and 2 CPU cores in an hour), thesis (the papers' ImageNet values), auto (default: "
                         "small below 96 px); config.yaml records the one used (run.recipe)")
     p.add_argument("--out", required=True, help="run folder (config, checkpoints, metrics, plots)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
+                                                         "(a moved or copied run folder continues where it is)")
     p.add_argument("--config", default=None, help="YAML file with config sections")
 
 
@@ -57,8 +64,9 @@ def _eval_parser(sub) -> None:
 
 def _export_parser(sub) -> None:
     p = sub.add_parser("export", help="export a run's backbone as safetensors + JSON config")
-    p.add_argument("run_dir")
-    p.add_argument("out_dir")
+    p.add_argument("run_dir", help="run folder (the --out of `nolabel train`)")
+    p.add_argument("out_dir", help="folder to write backbone.safetensors and config.json into "
+                                   "(load it with nolabel.load_backbone)")
 
 
 def _cluster_parser(sub) -> None:
@@ -97,11 +105,14 @@ def _demo_parser(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nolabel", description="Self-supervised visual representation learning.",
                                      allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"nolabel {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_parser(sub)
     _eval_parser(sub)
     _export_parser(sub)
     _cluster_parser(sub)
+    from nolabel.use.commands import add_parsers as add_use_parsers
+    add_use_parsers(sub)      # embed, neighbors, duplicates
     _demo_parser(sub)
     return parser
 
@@ -121,18 +132,20 @@ def _explicit_settings(args, overrides: list[str]) -> list[str]:
 def cmd_train(args, overrides: list[str]) -> int:
     from nolabel.config import apply_overrides, diff, load_yaml, new_config
     from nolabel.train import CONFIG_FILE, train
-    from nolabel.checkpoint import CHECKPOINT
+    from nolabel.checkpoint import CHECKPOINT, PREVIOUS
     from nolabel.presets import apply_demo_preset, drop_foreign_demo_options, is_demo
 
     out = Path(args.out)
     settings = _explicit_settings(args, overrides)
-    if args.resume:
-        if not (out / CHECKPOINT).is_file() or not (out / CONFIG_FILE).is_file():
+    if args.resume:   # a missing or damaged checkpoint.pt with a readable previous one: train() says what to do
+        if not ((out / CHECKPOINT).is_file() or (out / PREVIOUS).is_file()) or not (out / CONFIG_FILE).is_file():
             raise CliError(f"--resume: {out} holds no checkpoint to continue from (expected {out / CHECKPOINT})")
         cfg = load_yaml(out / CONFIG_FILE)
         if args.method and args.method != cfg.method:
             raise CliError(f"--method {args.method}: the run in {out} trains {cfg.method}")
+        cfg.run.out = args.out   # the folder is the run: moved, copied or renamed, it continues where it is
         changed = apply_overrides(load_yaml(out / CONFIG_FILE), settings)
+        changed.run.out = cfg.run.out
         differs = diff(cfg, changed)
         if differs:
             raise CliError(f"--resume keeps the run's saved config ({out / CONFIG_FILE}); these options differ "
@@ -152,7 +165,7 @@ def cmd_train(args, overrides: list[str]) -> int:
         drop_foreign_demo_options(cfg)
     if not cfg.data.train:
         raise CliError("train needs --data SPEC (a folder, .tar/.tar.gz, cifar10:DIR or demo)")
-    if (out / CHECKPOINT).exists():
+    if (out / CHECKPOINT).exists() or (out / PREVIOUS).exists():
         raise CliError(f"{out} already holds a run: continue it with --resume, or choose another --out")
     return _report_train(train(cfg))
 
@@ -204,23 +217,15 @@ def cmd_export(args) -> int:
 
 
 def cmd_demo(args, overrides: list[str]) -> int:
-    from nolabel.demo_run import DemoInterrupted, run_demo
-    try:
-        run_demo(Path(args.out), method=args.method, epochs=args.epochs, fresh=args.fresh, seed=args.seed,
-                 overrides=tuple(overrides))
-    except DemoInterrupted as exc:
-        print(f"nolabel demo: {exc}", file=sys.stderr)
-        return 130
+    from nolabel.demo_run import run_demo
+    run_demo(Path(args.out), method=args.method, epochs=args.epochs, fresh=args.fresh, seed=args.seed,
+             overrides=tuple(overrides))    # interrupted: TrainingInterrupted, exit status in main()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nolabel.config import ConfigError
-    from nolabel.data import DataError
-    from nolabel.train import TrainingError
-
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(argv)     # --help and --version end here, before torch is imported
     overrides = [a for a in extra if _OVERRIDE.match(a)]
     unknown = [a for a in extra if not _OVERRIDE.match(a)]
     if unknown:
@@ -229,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if overrides and args.command not in ("train", "demo"):
         parser.error(f"{overrides[0]}: --section.key=value options apply to `nolabel train` and `nolabel demo` only")
+    from nolabel.config import ConfigError
+    from nolabel.data import DataError
+    from nolabel.train import TrainingError, TrainingInterrupted
+
     try:
         if args.command == "train":
             return cmd_train(args, overrides)
@@ -240,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_demo(args, overrides)
         if args.command == "cluster":
             return cmd_cluster(args)
+        if args.command in ("embed", "neighbors", "duplicates"):
+            from nolabel.use.commands import run as run_use
+            return run_use(args)
+    except TrainingInterrupted as exc:     # the checkpoint is written; `train && eval` stops here
+        print(f"nolabel {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except (CliError, ConfigError, DataError, TrainingError, ValueError, FileNotFoundError) as exc:
         print(f"nolabel {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -201,8 +201,17 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
                 return str(value).lower() if isinstance(value, bool) else str(value)
         if origin in (tuple, list) and isinstance(value, (list, tuple)):
             return tuple(value) if origin is tuple else list(value)
-    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
-    raise ConfigError(f"{source}: {key} expects {names}, got {value!r}")
+    raise ConfigError(f"{source}: {key} expects {_describe(allowed)}, got {value!r}")
+
+
+_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text",
+               tuple: "a list", list: "a list", type(None): "null"}
+
+
+def _describe(allowed: tuple[Any, ...]) -> str:
+    """What a user may write for a field of these types: "a number or null", not "float or NoneType"."""
+    names = [_KIND_NAMES.get(typing.get_origin(t) or t, getattr(t, "__name__", str(t))) for t in allowed]
+    return " or ".join(dict.fromkeys(names))
 
 
 def _number(text: str):
@@ -232,6 +241,18 @@ def set_value(cfg: Config, dotted: str, value: Any, source: str = "override") ->
         raise ConfigError(f"{source}: unknown key {dotted!r}; valid keys of {section_name!r}: {sorted(hints)}")
     setattr(section, key, _coerce(value, hints[key], dotted, source))
     cfg.explicit.add(dotted)
+
+
+SWITCHES = {"auto": "auto", "true": True, "false": False}
+
+
+def switch(value: Any, option: str) -> str | bool:
+    """An ``auto | true | false`` field (``data.in_memory``, ``run.channels_last``) as
+    ``"auto"``, True or False; a ConfigError naming ``option`` for anything else."""
+    choice = SWITCHES.get(str(value).lower())
+    if choice is None:
+        raise ConfigError(f"{option}={value!r}: choose auto, true or false")
+    return choice
 
 
 def _is_method(name: str) -> bool:

@@ -5,26 +5,25 @@ on the held-out demo images.
 It trains SimCLR by default (``presets.DEMO_METHOD``: the method that learns the demo
 within minutes on a CPU, BENCHMARKS.md "The demo") and names DINO's command as the next
 thing to try. A demo interrupted by Ctrl-C keeps its checkpoint, skips the comparison
-(the model is half-trained) and says how to continue; running it again continues.
+(the model is half-trained) and raises the training loop's
+:class:`~nolabel.train.TrainingInterrupted` with the demo's own command to continue
+(the CLI maps it to exit status 130/143 as for ``nolabel train``); running it again continues.
 """
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import time
 from pathlib import Path
 
-from nolabel.checkpoint import CHECKPOINT, training_complete
+from nolabel.checkpoint import CHECKPOINT
 from nolabel.config import apply_overrides, diff, load_yaml, new_config
 from nolabel.evaluate.protocols import knn_protocol
 from nolabel.presets import DEMO_METHOD, apply_demo_preset
-from nolabel.train import CONFIG_FILE, train
+from nolabel.train import CONFIG_FILE, TrainingInterrupted, train
 
 TRAIN, TEST = "demo:train", "demo:test"
-
-
-class DemoInterrupted(RuntimeError):
-    """Training stopped on a signal: the checkpoint is kept, the comparison skipped."""
 
 
 def run_demo(out: Path, method: str | None = None, epochs: int | None = None, fresh: bool = False,
@@ -48,7 +47,8 @@ def run_demo(out: Path, method: str | None = None, epochs: int | None = None, fr
             raise ValueError(f"{out} holds a demo run whose config differs in {', '.join(changed)}: add --fresh "
                              "to start over with them, or choose another --out")
         print(f"continuing the demo run in {out} (add --fresh to start over)")
-        train(cfg, resume=True)
+        cfg.run.out = str(out)             # the folder is the run, wherever it was moved
+        _train(cfg, out, resume=True)
     else:
         cfg = apply_demo_preset(new_config(method or DEMO_METHOD))
         cfg.data.train = train_spec
@@ -58,10 +58,7 @@ def run_demo(out: Path, method: str | None = None, epochs: int | None = None, fr
             cfg.run.epochs = epochs
         if seed is not None:
             cfg.run.seed = seed
-        train(cfg)
-    if not training_complete(out / CHECKPOINT):
-        raise DemoInterrupted(f"demo interrupted: the checkpoint in {out} is kept; continue with "
-                              f"`nolabel demo --out {out}` (or `make demo`)")
+        _train(cfg, out)
     saved = load_yaml(out / CONFIG_FILE)
     t_train = time.time() - t0
     rows = {}
@@ -84,3 +81,11 @@ def run_demo(out: Path, method: str | None = None, epochs: int | None = None, fr
               f"  nolabel eval knn {out.parent / 'demo-dino'} --train {TRAIN} --test {TEST}\n"
               "(in a CPU budget DINO stays on its uniform plateau on this set: BENCHMARKS.md, \"The demo\")")
     return summary
+
+
+def _train(cfg, out: Path, resume: bool = False) -> None:
+    try:
+        train(cfg, resume=resume)
+    except TrainingInterrupted as stopped:    # the comparison is skipped: the model is half-trained
+        stopped.command = f"nolabel demo --out {shlex.quote(str(out))}"
+        raise

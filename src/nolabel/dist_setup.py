@@ -103,6 +103,15 @@ def _busy_cores(samples: int = 10, interval: float = 0.01) -> float:
             return 0.0
 
 
+def check_threads(setting: int | str) -> None:
+    """``--run.threads`` is a positive int or ``auto`` (ValueError naming it otherwise)."""
+    if isinstance(setting, int) and not isinstance(setting, bool):
+        if setting < 1:
+            raise ValueError(f"--run.threads={setting}: give a positive number of threads, or auto")
+    elif str(setting).lower() != "auto":
+        raise ValueError(f"--run.threads={setting!r}: give a positive number of threads, or auto")
+
+
 def cpu_threads(setting: int | str) -> int:
     """``--run.threads``: a positive int, or ``auto``: ``OMP_NUM_THREADS`` when set (torchrun
     sets 1 for several processes a node); else the cores this process may run on
@@ -116,12 +125,9 @@ def cpu_threads(setting: int | str) -> int:
     minute behind jobs that start or end. The count depends on the machine at the start;
     a resumed run reuses its checkpoint's (the last bits of the results depend on the
     thread count, and resume is exact on CPU)."""
+    check_threads(setting)
     if isinstance(setting, int) and not isinstance(setting, bool):
-        if setting < 1:
-            raise ValueError(f"--run.threads={setting}: give a positive number of threads, or auto")
         return setting
-    if str(setting).lower() != "auto":
-        raise ValueError(f"--run.threads={setting!r}: give a positive number of threads, or auto")
     omp = os.environ.get("OMP_NUM_THREADS", "")
     if omp.isdigit() and int(omp) > 0:
         return int(omp)

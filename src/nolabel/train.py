@@ -1,14 +1,19 @@
 """The one training loop: every method runs through :func:`train`.
 
 It owns precision, step-indexed schedules, gradient clipping, EMA updates, logging,
-checkpoints (every epoch and on SIGINT/SIGTERM) and exact resume.
+checkpoints (every epoch and on SIGINT/SIGTERM) and exact resume. Every value is checked
+before the data is read (:func:`nolabel.validation.validate`); a run refused before its
+first step leaves nothing in its folder; an interrupted run raises
+:class:`TrainingInterrupted` once its checkpoint is written.
 """
 from __future__ import annotations
 
 import json
-
 import math
+import os
 import random
+import shlex
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -19,17 +24,18 @@ import torch
 
 from nolabel import dist_setup
 from nolabel.backbones import build_backbone
-from nolabel.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from nolabel.config import Config, save_yaml
+from nolabel.checkpoint import CHECKPOINT, load_resume_state, rng_state, save_checkpoint, set_rng_state
+from nolabel.config import Config, save_yaml, switch
 from nolabel.data import open_images
-from nolabel.knn_monitor import KnnMonitor, check_eval_config
+from nolabel.knn_monitor import KnnMonitor
 from nolabel.methods import RunShape, StepInfo, get_method
 from nolabel.ops import dist
 from nolabel.ops.ema import ema_update
 from nolabel.ops.schedules import cosine, warmup_cosine
-from nolabel.optim import build_optimizer, check_clip_mode, clip_gradients_, set_schedule_values
-from nolabel.presets import backbone_kwargs, check_recipe, resolve
+from nolabel.optim import build_optimizer, clip_gradients_, set_schedule_values
+from nolabel.presets import backbone_kwargs, resolve
 from nolabel.runlog import MetricsLog, Progress, get_logger, plot_metrics
+from nolabel.validation import validate
 from nolabel.views import MultiCrop, normalize
 
 CONFIG_FILE = "config.yaml"
@@ -39,6 +45,49 @@ BAD_FILES = "skipped_files.txt"
 
 class TrainingError(RuntimeError):
     """The run cannot go on (non-finite loss, impossible batch size...)."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped training after its checkpoint was written. ``exit_code``
+    is the shell's status for the signal (130, 143): ``nolabel train && nolabel eval``
+    stops there. ``command`` continues the run; a caller that continues it another way
+    (``nolabel demo``) sets its own."""
+
+    def __init__(self, signum: int, run_dir: Path, epoch: int, step: int, complete: bool = False,
+                 command: str | None = None):
+        super().__init__(signum, str(run_dir))
+        self.signum, self.run_dir, self.epoch, self.step, self.complete = signum, Path(run_dir), epoch, step, complete
+        self.exit_code = 128 + signum
+        self.command = command or f"nolabel train --out {shlex.quote(str(run_dir))} --resume"
+
+    def __str__(self) -> str:
+        name = signal.Signals(self.signum).name
+        if self.complete:
+            return f"interrupted ({name}) as the last epoch ended: the run in {self.run_dir} is complete"
+        return (f"interrupted ({name}) in epoch {self.epoch}, step {self.step}: the checkpoint in {self.run_dir} "
+                f"is kept; continue with `{self.command}`")
+
+
+class _NewFiles:
+    """What a run is about to add to its folder ``out``: :meth:`remove` takes away the
+    folders it created and the files it added, never what was there before."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out).absolute()
+        self.top = None                       # the highest folder mkdir(parents=True) will create
+        for folder in (self.out, *self.out.parents):
+            if folder.exists():
+                break
+            self.top = folder
+        self.before = set() if self.top is not None else set(os.listdir(self.out))
+
+    def remove(self) -> None:
+        if self.top is not None:
+            shutil.rmtree(self.top, ignore_errors=True)
+            return
+        for name in set(os.listdir(self.out)) - self.before:
+            path = self.out / name
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 class _StopFlag:
@@ -79,8 +128,10 @@ def train(cfg: Config, resume: bool = False,
     With ``resume`` the run continues from ``run_dir/checkpoint.pt`` and, on CPU with
     the same seed, reproduces the losses of an uninterrupted run. ``on_step(step,
     logs)`` is called after every optimisation step (tests, notebooks).
-    Returns the run folder.
+    Returns the run folder; raises :class:`TrainingInterrupted` after checkpointing on
+    SIGINT/SIGTERM.
     """
+    validate(cfg, resume=resume)          # every value, before anything is read or written
     out = Path(cfg.run.out)
     device, precision = dist_setup.pick_device(cfg.run.device, cfg.run.precision)
     threads = dist_setup.set_cpu_threads(cfg.run.threads)
@@ -88,73 +139,76 @@ def train(cfg: Config, resume: bool = False,
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
     main = rank == 0
+    # a damaged checkpoint is named now, not after the whole dataset has loaded
+    state = load_resume_state(out, map_location=device) if resume else None
+    new_files = _NewFiles(out) if main and not resume else None
     if main:
         out.mkdir(parents=True, exist_ok=True)
     dist.barrier()
     log = get_logger(out, enabled=main)
-    _seed_everything(cfg.run.seed + rank)
+    try:   # set-up: a run refused here (its data, its batch size...) takes away what it created
+        _seed_everything(cfg.run.seed + rank)
+        if resume and cfg.run.recipe == "auto":  # saved configs name their recipe; without one the run
+            cfg.run.recipe = "thesis"            # predates recipes and used the thesis values
+        data = open_images(cfg.data.train, image_size=cfg.data.image_size, in_memory=switch(cfg.data.in_memory, "--data.in_memory"),
+                           num_workers=cfg.data.num_workers, memory_limit_gb=cfg.data.memory_limit_gb,
+                           progress=main and cfg.run.progress)
+        method_cls = get_method(cfg.method)
+        resolve(cfg, data.image_size, len(data), method_cls.default_optim, method_cls.recipes)
+        if main:
+            save_yaml(cfg, out / CONFIG_FILE)
+        memory_format = dist_setup.memory_format(cfg.run.channels_last, cfg.model.backbone, device)
+        log.info("%s on %s: %d images at %d px, %s, %d epochs, batch %d, %s/%s%s, %d CPU threads%s", cfg.method,
+                 cfg.data.train, len(data), data.image_size, cfg.model.backbone, cfg.run.epochs,
+                 cfg.run.batch_size, device, precision,
+                 ", channels-last" if memory_format == torch.channels_last else "", threads,
+                 f", {world} processes" if world > 1 else "")
+        _report_bad(data.bad, out, log, main)
+        knn = KnnMonitor.create(cfg, data, log, main)   # k-NN learning curves (--eval.*)
 
-    check_eval_config(cfg)
-    in_memory = {"auto": "auto", "true": True, "false": False}.get(str(cfg.data.in_memory).lower())
-    if in_memory is None:
-        raise TrainingError(f"--data.in_memory={cfg.data.in_memory!r}: choose auto, true or false")
-    check_clip_mode(cfg.optim.clip_mode)     # before the data is opened: a typo fails at once
-    check_recipe(cfg.run.recipe)
-    if resume and cfg.run.recipe == "auto":  # saved configs name their recipe; without one the run
-        cfg.run.recipe = "thesis"            # predates recipes and used the thesis values
-    data = open_images(cfg.data.train, image_size=cfg.data.image_size, in_memory=in_memory,
-                       num_workers=cfg.data.num_workers, memory_limit_gb=cfg.data.memory_limit_gb,
-                       progress=main and cfg.run.progress)
-    method_cls = get_method(cfg.method)
-    resolve(cfg, data.image_size, len(data), method_cls.default_optim, method_cls.recipes)
-    if main:
-        save_yaml(cfg, out / CONFIG_FILE)
-    memory_format = dist_setup.memory_format(cfg.run.channels_last, cfg.model.backbone, device)
-    log.info("%s on %s: %d images at %d px, %s, %d epochs, batch %d, %s/%s%s, %d CPU threads%s", cfg.method,
-             cfg.data.train, len(data), data.image_size, cfg.model.backbone, cfg.run.epochs, cfg.run.batch_size,
-             device, precision, ", channels-last" if memory_format == torch.channels_last else "", threads,
-             f", {world} processes" if world > 1 else "")
-    _report_bad(data.bad, out, log, main)
-    knn = KnnMonitor.create(cfg, data, log, main)   # k-NN learning curves (--eval.*)
+        backbone = build_backbone(cfg.model.backbone, image_size=data.image_size, **backbone_kwargs(cfg))
+        if cfg.model.init and not resume:     # a resumed run takes every weight from its checkpoint
+            _init_backbone_(backbone, cfg.model.init)
+            log.info("backbone initialised from %s", cfg.model.init)
+        method = method_cls(cfg.method_config, backbone,
+                            RunShape(image_size=data.image_size, epochs=cfg.run.epochs, n_images=len(data)))
+        if cfg.model.init and method.encoder() is not backbone:
+            raise TrainingError(f"--model.init={cfg.model.init}: {cfg.method} changes the backbone's architecture "
+                                f"({method.encoder().spec}), so the initial weights cannot be used "
+                                "(for DeepCluster, --deepcluster.sobel=false keeps it)")
+        if main:   # the encoder's exact architecture (a method may change it, e.g. DeepCluster's Sobel input)
+            (out / ENCODER_FILE).write_text(json.dumps(method.encoder().spec, indent=1))
+            save_yaml(cfg, out / CONFIG_FILE)   # again, with the values the method chose (Method.resolve)
+        method.to(device, memory_format=memory_format)   # conv weights NHWC with --run.channels_last
+        multicrop = MultiCrop(method.view_specs()).to(device)
 
-    backbone = build_backbone(cfg.model.backbone, image_size=data.image_size, **backbone_kwargs(cfg))
-    if cfg.model.init and not resume:     # a resumed run takes every weight from its checkpoint
-        _init_backbone_(backbone, cfg.model.init)
-        log.info("backbone initialised from %s", cfg.model.init)
-    method = method_cls(cfg.method_config, backbone,
-                        RunShape(image_size=data.image_size, epochs=cfg.run.epochs, n_images=len(data)))
-    if cfg.model.init and method.encoder() is not backbone:
-        raise TrainingError(f"--model.init={cfg.model.init}: {cfg.method} changes the backbone's architecture "
-                            f"({method.encoder().spec}), so the initial weights cannot be used "
-                            "(for DeepCluster, --deepcluster.sobel=false keeps it)")
-    if main:   # the encoder's exact architecture (a method may change it, e.g. DeepCluster's Sobel input)
-        (out / ENCODER_FILE).write_text(json.dumps(method.encoder().spec, indent=1))
-        save_yaml(cfg, out / CONFIG_FILE)   # again, with the values the method chose (Method.resolve)
-    method.to(device, memory_format=memory_format)   # conv weights NHWC with --run.channels_last
-    multicrop = MultiCrop(method.view_specs()).to(device)
-
-    per_process = cfg.run.batch_size // world
-    steps_per_epoch = data.steps_per_epoch(per_process, drop_last=True, world_size=world)
-    if per_process < 1 or steps_per_epoch < 1:
-        raise TrainingError(f"--batch-size {cfg.run.batch_size} is larger than the {len(data)} images of "
-                            f"{cfg.data.train} (over {world} processes): lower --batch-size")
-    total_steps = cfg.run.epochs * steps_per_epoch
-    o = cfg.optim
-    base_lr = o.lr * cfg.run.batch_size / 256          # linear scaling rule (thesis 5.3.2)
-    warmup_steps = int(round(o.warmup_epochs * steps_per_epoch))
-    schedules = {
-        "lr": lambda s: warmup_cosine(s, total_steps, warmup_steps, base_lr, o.min_lr),
-        "weight_decay": lambda s: cosine(s, total_steps, o.weight_decay, o.weight_decay_end),
-        **method.schedules(total_steps, steps_per_epoch),
-    }
-    optimizer = build_optimizer(o.optimizer, method, lr=base_lr, weight_decay=o.weight_decay, momentum=o.momentum)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        per_process = cfg.run.batch_size // world
+        steps_per_epoch = data.steps_per_epoch(per_process, drop_last=True, world_size=world) if per_process else 0
+        if per_process < 1 or steps_per_epoch < 1:
+            raise TrainingError(f"--batch-size {cfg.run.batch_size} is larger than the {len(data)} images of "
+                                f"{cfg.data.train} (over {world} processes): lower --batch-size")
+        total_steps = cfg.run.epochs * steps_per_epoch
+        o = cfg.optim
+        base_lr = o.lr * cfg.run.batch_size / 256          # linear scaling rule (thesis 5.3.2)
+        warmup_steps = int(round(o.warmup_epochs * steps_per_epoch))
+        schedules = {
+            "lr": lambda s: warmup_cosine(s, total_steps, warmup_steps, base_lr, o.min_lr),
+            "weight_decay": lambda s: cosine(s, total_steps, o.weight_decay, o.weight_decay_end),
+            **method.schedules(total_steps, steps_per_epoch),
+        }
+        optimizer = build_optimizer(o.optimizer, method, lr=base_lr, weight_decay=o.weight_decay,
+                                    momentum=o.momentum)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    except BaseException:
+        if new_files is not None:
+            get_logger(None, enabled=main)      # closes train.log before it goes
+            new_files.remove()
+        raise
 
     epoch, start_step, global_step = 0, 0, 0
     metrics = MetricsLog(out, enabled=main)
     ckpt_path = out / CHECKPOINT
     if resume:
-        state = load_checkpoint(ckpt_path, map_location=device)
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -163,6 +217,7 @@ def train(cfg: Config, resume: bool = False,
         threads = dist_setup.set_cpu_threads(cfg.run.threads, state.get("threads"))   # auto: the run's own count
         metrics.truncate_from(global_step)
         log.info("resumed from %s at epoch %d, step %d (%d CPU threads)", ckpt_path, epoch + 1, global_step, threads)
+        del state
     elif main:
         metrics.truncate_from(0)
 
@@ -243,9 +298,7 @@ def train(cfg: Config, resume: bool = False,
             progress.close()
             if stop.signal is not None and step_in_epoch < steps_per_epoch:
                 checkpoint(epoch, step_in_epoch)
-                log.info("interrupted (signal %d) at epoch %d, step %d: checkpoint saved; continue with "
-                         "`nolabel train --out %s --resume`", stop.signal, epoch + 1, global_step, out)
-                return out
+                _interrupted(stop.signal, out, epoch + 1, global_step, log)
             means = {k: v / max(count, 1) for k, v in sums.items()}
             _end_of_epoch(method, means, epoch, global_step, data, metrics, log)
             epoch += 1
@@ -256,11 +309,15 @@ def train(cfg: Config, resume: bool = False,
             if main:
                 plot_metrics(out)
             if stop.signal is not None:
-                log.info("interrupted (signal %d) after epoch %d: checkpoint saved; continue with "
-                         "`nolabel train --out %s --resume`", stop.signal, epoch, out)
-                return out
+                _interrupted(stop.signal, out, epoch, global_step, log, complete=epoch >= cfg.run.epochs)
     log.info("done: %d epochs in %s", cfg.run.epochs, out)
     return out
+
+
+def _interrupted(signum: int, out: Path, epoch: int, step: int, log, complete: bool = False):
+    """Log the interruption in train.log and raise :class:`TrainingInterrupted`."""
+    log.info("interrupted (%s) in epoch %d, step %d: checkpoint saved", signal.Signals(signum).name, epoch, step)
+    raise TrainingInterrupted(signum, out, epoch, step, complete=complete)
 
 
 def _init_backbone_(backbone: torch.nn.Module, spec: str) -> None:

@@ -15,7 +15,7 @@ from nolabel.config import apply_overrides, new_config
 from nolabel.methods import RunShape, StepInfo, get_method
 from nolabel.methods._clustering import cluster, default_k, rotate4
 from nolabel.runlog import MetricsLog
-from nolabel.train import train
+from nolabel.train import TrainingInterrupted, train
 from tests.train.conftest import TINY
 
 N = 64
@@ -164,7 +164,9 @@ def test_deepcluster_exact_resume(runs, tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
 
     cfg = config("deepcluster", tmp_path / "cut")
-    out = train(cfg, on_step=interrupt)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, on_step=interrupt)
+    out = tmp_path / "cut"
     assert load_checkpoint(out / "checkpoint.pt")["global_step"] == 2
     train(cfg, resume=True)
     resumed = [(r["step"], r["loss"]) for r in step_records(out)]

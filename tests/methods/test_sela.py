@@ -16,7 +16,7 @@ from nolabel.methods import RunShape, StepInfo
 from nolabel.methods.sela import Sela, SelaConfig, sinkhorn_labels
 from nolabel.ops.sinkhorn import sinkhorn_knopp
 from nolabel.runlog import MetricsLog
-from nolabel.train import train
+from nolabel.train import TrainingInterrupted, train
 from tests.train.conftest import TINY
 
 N, K, HEADS = 64, 4, 2
@@ -108,7 +108,9 @@ def test_resume_reproduces_the_uninterrupted_run(full, tmp_path, interrupt_at):
             os.kill(os.getpid(), signal.SIGINT)
 
     cfg = sela_config(tmp_path / "cut")
-    out = train(cfg, on_step=interrupt)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, on_step=interrupt)
+    out = tmp_path / "cut"
     assert len(step_records(out)) == interrupt_at + 1
     train(cfg, resume=True)
     resumed, reference = step_records(out), step_records(full)

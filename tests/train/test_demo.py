@@ -11,6 +11,7 @@ import pytest
 import nolabel.demo_run as demo_run
 from nolabel.checkpoint import CHECKPOINT, load_checkpoint, training_complete
 from nolabel.cli import main
+from nolabel.train import TrainingInterrupted
 
 SMALL = dict(train_spec="demo:train?n=64&size=16", test_spec="demo:test?n=20&size=16",
              overrides=("run.batch_size=16", "simclr.hidden_dim=16", "simclr.out_dim=8", "run.progress=false",
@@ -40,8 +41,9 @@ def test_interrupted_demo_skips_the_comparison_and_continues(tmp_path, monkeypat
 
     monkeypatch.setattr(demo_run, "train", interrupted_once)
     out = tmp_path / "d"
-    with pytest.raises(demo_run.DemoInterrupted, match=f"nolabel demo --out {out}"):
+    with pytest.raises(TrainingInterrupted, match=f"nolabel demo --out {out}") as stopped:
         demo_run.run_demo(out, epochs=2, **SMALL)
+    assert stopped.value.exit_code == 130 and "--resume" not in str(stopped.value)
     assert not (out / "demo_knn.json").exists() and "k-NN" not in capsys.readouterr().out
     assert not training_complete(out / CHECKPOINT) and load_checkpoint(out / CHECKPOINT)["global_step"] == 2
     demo_run.run_demo(out, **SMALL)                                          # the next call continues
@@ -53,9 +55,12 @@ def test_interrupted_demo_skips_the_comparison_and_continues(tmp_path, monkeypat
         demo_run.run_demo(out, **{**SMALL, "overrides": (*SMALL["overrides"], "simclr.temperature=0.3")})
 
 
-def test_cli_demo_exits_130_when_interrupted(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_cli_demo_exits_with_the_signal_status(tmp_path, monkeypatch, capsys, signum, status):
+    out = tmp_path / "d"
+
     def interrupted(*args, **kwargs):
-        raise demo_run.DemoInterrupted("demo interrupted: continue with `nolabel demo --out X`")
+        raise TrainingInterrupted(signum, out, epoch=1, step=2, command=f"nolabel demo --out {out}")
     monkeypatch.setattr(demo_run, "run_demo", interrupted)
-    assert main(["demo", "--out", str(tmp_path / "d")]) == 130
-    assert "continue with" in capsys.readouterr().err
+    assert main(["demo", "--out", str(out)]) == status
+    assert f"continue with `nolabel demo --out {out}`" in capsys.readouterr().err

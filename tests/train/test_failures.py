@@ -1,11 +1,18 @@
 """A run that fails says why and loses nothing."""
+import os
+import signal
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
 
+import nolabel.train
 from nolabel.checkpoint import load_checkpoint
+from nolabel.cli import main
 from nolabel.methods.dino import Dino
-from nolabel.train import TrainingError, train
+from nolabel.train import TrainingError, TrainingInterrupted, train
+from tests.train.conftest import TINY
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, monkeypatch):
@@ -24,9 +31,100 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, monkeypatch)
     assert all(torch.isfinite(v).all() for v in state["method"].values() if v.is_floating_point())
 
 
-def test_batch_larger_than_dataset_is_a_clear_error(tiny_config):
+def test_batch_larger_than_dataset_is_a_clear_error_and_leaves_nothing_behind(tiny_config, tmp_path):
     with pytest.raises(TrainingError, match="--batch-size 128 is larger than the 64 images"):
-        train(tiny_config(extra=["--run.batch_size=128"]))
+        train(tiny_config(out="new/run", extra=["--run.batch_size=128"]))
+    assert not (tmp_path / "new").exists()                  # the folders this run created are gone
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(TrainingError, match="--batch-size 128"):
+        train(tiny_config(out="keep", extra=["--run.batch_size=128"]))
+    assert sorted(os.listdir(keep)) == ["notes.txt"]         # a folder that was there stays, with its files
+
+
+@pytest.mark.parametrize("option,message", [
+    (["--epochs", "-1"], "--epochs -1"),
+    (["--epochs", "0"], "--epochs 0"),
+    (["--batch-size", "0"], "--batch-size 0"),
+    (["--backbone", "vgg"], "unknown backbone 'vgg'"),
+    (["--optim.optimizer=adam"], "--optim.optimizer='adam'"),
+    (["--run.precision=fp8"], "--run.precision='fp8'"),
+    (["--run.device=tpu"], "--run.device='tpu'"),
+    (["--run.channels_last=maybe"], "--run.channels_last='maybe'"),
+    (["--run.threads=0"], "--run.threads=0"),
+    (["--run.threads=many"], "--run.threads='many'"),
+    (["--data.in_memory=sometimes"], "--data.in_memory='sometimes'"),
+    (["--optim.clip_mode=norm"], "--optim.clip_mode='norm'"),
+    (["--run.recipe=big"], "--run.recipe='big'"),
+    (["--run.log_every=0"], "--run.log_every=0"),
+    (["--run.save_every=0"], "--run.save_every=0"),
+    (["--eval.every=-1"], "--eval.every=-1"),
+    (["--model.init=no/such/run"], "--model.init=no/such/run"),
+], ids=lambda v: v[-1] if isinstance(v, list) else None)
+def test_every_value_is_checked_before_the_data_is_read(option, message, tmp_path, monkeypatch, capsys):
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was opened before the options were checked")
+
+    monkeypatch.setattr(nolabel.train, "open_images", no_data)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    tiny = [o for o in TINY if not o.startswith(("--run.epochs=", "--run.batch_size=", "--model.backbone="))]
+    code = main(["train", "--out", str(out), "--method", "dino", *tiny, "--epochs", "2", "--batch-size", "16",
+                 "--backbone", "vit_tiny", *option])      # the options under test come last: they win
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err
+    assert not out.exists()                                  # a refused run writes nothing
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "truncated" else b"\x80\x04 not a checkpoint" * 50)
+
+
+def _no_data(monkeypatch):
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was opened before the checkpoint was checked")
+    monkeypatch.setattr(nolabel.train, "open_images", no_data)
+
+
+def test_damaged_checkpoint_names_the_file_and_the_previous_one(tiny_config, monkeypatch, capsys):
+    def interrupt(step, logs):
+        if step == 5:                                        # epoch 2: epoch 1's checkpoint becomes the previous
+            os.kill(os.getpid(), signal.SIGINT)
+
+    cfg = tiny_config(extra=["--eval.every=0"])
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, on_step=interrupt)
+    out = Path(cfg.run.out)
+    current, previous = out / "checkpoint.pt", out / "checkpoint.prev.pt"
+    assert load_checkpoint(current)["global_step"] == 6 and load_checkpoint(previous)["global_step"] == 4
+    _damage(current, "truncated")
+    with monkeypatch.context() as m:
+        _no_data(m)
+        code = main(["train", "--out", str(out), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{current} is damaged" in err and "intact" in err and "config.yaml" in err
+    assert f"mv {previous} {current}" in err and "epoch 1" in err
+    assert "PytorchStreamReader" not in err and "Traceback" not in err
+    os.replace(previous, current)                            # as the message says
+    assert main(["train", "--out", str(out), "--resume"]) == 0, capsys.readouterr().err
+    assert load_checkpoint(current)["global_step"] == 8
+
+
+def test_garbage_checkpoint_without_a_previous_one_says_what_to_do(tiny_config, monkeypatch, capsys):
+    cfg = tiny_config(extra=["--eval.every=0", "--run.epochs=1"])
+    out = train(cfg)
+    assert not (out / "checkpoint.prev.pt").exists()         # one checkpoint written so far
+    _damage(out / "checkpoint.pt", "garbage")
+    _no_data(monkeypatch)
+    code = main(["train", "--out", str(out), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{out / 'checkpoint.pt'} is damaged" in err and "intact" in err and "no earlier checkpoint" in err
+    assert "weights_only" not in err and "Traceback" not in err
 
 
 def test_bad_files_are_skipped_and_reported(tiny_config, tmp_path):

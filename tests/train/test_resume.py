@@ -1,14 +1,24 @@
 """Exact resume: a run interrupted by SIGINT and resumed reproduces, step for step,
 the losses of an uninterrupted run (CPU, fixed seed)."""
 import os
+import shlex
+import shutil
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from nolabel.checkpoint import load_checkpoint
+from nolabel.cli import main
+from nolabel.config import load_yaml
+from nolabel.methods.dino import Dino
 from nolabel.runlog import MetricsLog
-from nolabel.train import train
+from nolabel.train import TrainingInterrupted, train
+from tests.train.conftest import TINY
 
 
 def step_losses(run_dir):
@@ -38,7 +48,10 @@ def test_sigint_then_resume_matches_uninterrupted(tiny_config, interrupt_at, ext
             os.kill(os.getpid(), signal.SIGINT)
 
     cfg = tiny_config("cut", extra)
-    out = train(cfg, on_step=interrupt)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(cfg, on_step=interrupt)
+    out = Path(cfg.run.out)
+    assert stopped.value.exit_code == 130 and f"nolabel train --out {out} --resume" in str(stopped.value)
     state = load_checkpoint(out / "checkpoint.pt")
     assert state["global_step"] == interrupt_at + 1
     assert len(step_losses(out)) == interrupt_at + 1
@@ -85,3 +98,69 @@ def test_teacher_moves_and_last_layer_frozen_in_first_epoch(tiny_config):
                            init["teacher.backbone.blocks.0.attn.qkv.weight"])
     assert not torch.equal(final["student.backbone.blocks.0.attn.qkv.weight"],
                            final["teacher.backbone.blocks.0.attn.qkv.weight"])
+
+
+def _interrupt_at(step_to_stop):
+    def interrupt(step, logs):
+        if step == step_to_stop:
+            os.kill(os.getpid(), signal.SIGINT)
+    return interrupt
+
+
+def test_ctrl_c_exits_130_with_the_checkpoint_written_and_the_command_printed(tmp_path):
+    """A real Ctrl-C on `nolabel train`: `train && eval` must not go on with a half-trained model."""
+    out = tmp_path / "my run"                      # a space: the printed command quotes it
+    argv = ["train", "--out", str(out), "--method", "dino", *TINY, "--run.epochs=500", "--eval.every=0"]
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from nolabel.cli import main; sys.exit(main())",
+                             *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics, deadline = out / "metrics.jsonl", time.time() + 180
+    while not (metrics.exists() and metrics.read_text().strip()):        # the first step is logged
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"no training step logged: {proc.communicate()}")
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert f"nolabel train --out {shlex.quote(str(out))} --resume" in stderr
+    assert 1 <= load_checkpoint(out / "checkpoint.pt")["global_step"] < 500 * 4
+
+
+def test_sigterm_exits_143_after_the_checkpoint(tmp_path, monkeypatch, capsys):
+    real_step = Dino.training_step
+
+    def step(self, views, info):
+        if info.step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, views, info)
+
+    monkeypatch.setattr(Dino, "training_step", step)
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--method", "dino", *TINY, "--eval.every=0"]) == 143
+    assert load_checkpoint(out / "checkpoint.pt")["global_step"] == 2
+    err = capsys.readouterr().err
+    assert "SIGTERM" in err and f"nolabel train --out {out} --resume" in err
+
+
+def test_moved_or_copied_run_folder_resumes_where_it_is(tiny_config, tmp_path, capsys):
+    """The folder is the run: config.yaml's run.out follows it, the original is left alone."""
+    cfg = tiny_config("first", ["--eval.every=0"])
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, on_step=_interrupt_at(1))
+    first, copy, moved = tmp_path / "first", tmp_path / "copy", tmp_path / "moved"
+    shutil.copytree(first, copy)
+    shutil.move(first, moved)
+
+    assert main(["train", "--out", str(copy), "--resume"]) == 0, capsys.readouterr().err
+    assert load_checkpoint(copy / "checkpoint.pt")["global_step"] == 8
+    assert load_yaml(copy / "config.yaml").run.out == str(copy)
+    assert load_checkpoint(moved / "checkpoint.pt")["global_step"] == 2      # the copy's source: untouched
+    assert load_yaml(moved / "config.yaml").run.out == str(first)
+
+    assert main(["train", "--out", str(moved), "--resume"]) == 0, capsys.readouterr().err
+    assert load_checkpoint(moved / "checkpoint.pt")["global_step"] == 8
+    assert load_yaml(moved / "config.yaml").run.out == str(moved)
+    assert not first.exists()                                                # nothing written to the old place
+    assert step_losses(moved) == step_losses(copy)

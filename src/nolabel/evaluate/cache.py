@@ -39,9 +39,9 @@ import torch
 from torch import Tensor, nn
 
 from nolabel.checkpoint import atomic_write
+from nolabel.names import PATCH_POOLS   # defined without torch for the CLI's help
 
 FORMAT = "nolabel.features/1"
-PATCH_POOLS = ("none", "avg", "gem")
 GEM_P = 3.0
 
 

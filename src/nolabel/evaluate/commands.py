@@ -9,8 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from nolabel.evaluate.cache import PATCH_POOLS
-from nolabel.evaluate.suite import PROTOCOLS
+from nolabel.names import EVAL_PROTOCOLS as PROTOCOLS, PATCH_POOLS   # no torch: `nolabel --help` stays fast
 
 MODEL_HELP = "run folder, exported backbone, random:<backbone>, random:<run> or pixels"
 HELP = {"linear": "linear probe with a learning-rate sweep (thesis 5.3.2)",

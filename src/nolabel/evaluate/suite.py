@@ -19,9 +19,9 @@ from datetime import datetime, timezone
 from nolabel.checkpoint import atomic_write
 from nolabel.evaluate.context import EvalContext, EvalError
 from nolabel.evaluate.knn import knn_classify
+from nolabel.names import EVAL_PROTOCOLS
 
-PROTOCOLS = ("knn", "linear", "logistic", "fewshot", "finetune", "clustering", "retrieval", "copydetect",
-             "attention", "tsne")
+PROTOCOLS = EVAL_PROTOCOLS   # defined without torch for the CLI's help (nolabel.names)
 SUPERVISED = {"knn": ("train", "test"), "linear": ("train", "test"), "logistic": ("train", "test"),
               "fewshot": ("train", "test"), "finetune": ("train", "test"), "clustering": ("test",),
               "retrieval": ("train", "test"), "tsne": ("test",)}

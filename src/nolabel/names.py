@@ -1,0 +1,15 @@
+"""Names the command line shows in its help, importable without torch so that
+``nolabel --help`` and ``nolabel --version`` answer at once.
+
+The registries stay the truth for methods and backbones (a new one is one file that
+registers itself); tests/test_cli.py checks these lists against them, so a new name
+added there and not here fails a test. The evaluation protocols and patch-token pools
+are defined here and imported by the evaluation layer.
+"""
+
+METHODS = ("barlowtwins", "byol", "deepcluster", "deepclusterv2", "deepercluster", "dino", "jigsaw", "mocov2",
+           "relativeloc", "rotnet", "sela", "simclr", "simsiam", "swav", "vicreg")   # nolabel.methods, sorted
+BACKBONES = ("resnet18", "resnet50", "vit_tiny", "vit_small", "vit_base")           # nolabel.backbones
+EVAL_PROTOCOLS = ("knn", "linear", "logistic", "fewshot", "finetune", "clustering", "retrieval", "copydetect",
+                  "attention", "tsne")                                                # nolabel.evaluate.suite
+PATCH_POOLS = ("none", "avg", "gem")                                                 # nolabel.evaluate.cache
