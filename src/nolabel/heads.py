@@ -1,11 +1,15 @@
 """Projection heads: one MLP builder for every method, plus the weight-normalised
-prototype layer used by DINO (and SwAV-style prototypes later)."""
+prototype layer used by DINO (and SwAV-style prototypes later), and MAE's pixel decoder."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nolabel.backbones.pos_embed import sincos_2d
+from nolabel.backbones.vit import trunc_normal_
+from nolabel.backbones.vit_layers import LAYER_NORM_EPS, Block
+from nolabel.ops.masking import scatter_visible
 from nolabel.ops.precision import autocast_off
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
@@ -89,3 +93,46 @@ class DINOHead(nn.Module):
         z = F.normalize(self.mlp(x).float(), dim=-1)   # (B, bottleneck_dim), the l2 bottleneck
         with autocast_off(z):                  # cosine logits, divided by temperatures of 0.04-0.1: float32
             return self.last_layer(z)          # (B, K)
+
+
+class MaskedDecoder(nn.Module):
+    """MAE's decoder (He et al. 2022, sec. 3 "MAE decoder"; A.1), used only in pre-training.
+
+    The encoder's tokens of the visible patches are projected to the decoder width, a shared
+    learned mask token fills the hidden positions, fixed 2-D sin-cos position embeddings are
+    added to the full set (A.1; the [CLS] slot gets none), ``depth`` pre-norm Transformer
+    blocks and a LayerNorm run over it, and a linear layer predicts each patch's pixels.
+
+    Fixed rather than learned positions: most of the decoder's input is copies of one mask
+    token, told apart only by their positions, so they must be informative from the first
+    step; sin-cos embeddings are, at no parameters, and they are the paper's choice.
+
+    tokens (B, 1 + n, in_dim) of CLS and the visible patches ``keep`` (int64 (B, n)) ->
+    (B, N, out_dim) predictions for every patch of the ``grid``.
+    """
+
+    def __init__(self, in_dim: int, grid: tuple[int, int], out_dim: int, dim: int = 512, depth: int = 8,
+                 num_heads: int = 16, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.n_patches = grid[0] * grid[1]
+        self.embed = nn.Linear(in_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        pos = torch.cat([torch.zeros(1, dim), sincos_2d(grid, dim)])          # (1 + N, dim), CLS row 0
+        self.register_buffer("pos_embed", pos.unsqueeze(0), persistent=False)  # derived, not saved
+        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.pred = nn.Linear(dim, out_dim)
+        with torch.no_grad():      # the ViT's initialisation (backbones.vit)
+            trunc_normal_(self.mask_token)
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    trunc_normal_(m.weight)
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)                                                   # (B, 1 + n, dim)
+        patches = scatter_visible(x[:, 1:], keep, self.n_patches, self.mask_token)   # (B, N, dim)
+        x = torch.cat([x[:, :1], patches], dim=1) + self.pos_embed.to(x.dtype)   # (B, 1 + N, dim)
+        for block in self.blocks:
+            x = block(x)
+        return self.pred(self.norm(x))[:, 1:]                                    # (B, N, out_dim)

@@ -7,8 +7,8 @@ added there and not here fails a test. The evaluation protocols and patch-token 
 are defined here and imported by the evaluation layer.
 """
 
-METHODS = ("barlowtwins", "byol", "deepcluster", "deepclusterv2", "deepercluster", "dino", "jigsaw", "mocov2",
-           "relativeloc", "rotnet", "sela", "simclr", "simsiam", "swav", "vicreg")   # nolabel.methods, sorted
+METHODS = ("barlowtwins", "byol", "deepcluster", "deepclusterv2", "deepercluster", "dino", "ibot", "jigsaw", "mae",
+           "mocov2", "relativeloc", "rotnet", "sela", "simclr", "simsiam", "swav", "vicreg")   # nolabel.methods, sorted
 BACKBONES = ("resnet18", "resnet50", "vit_tiny", "vit_small", "vit_base")           # nolabel.backbones
 EVAL_PROTOCOLS = ("knn", "linear", "logistic", "fewshot", "finetune", "clustering", "retrieval", "copydetect",
                   "attention", "tsne")                                                # nolabel.evaluate.suite

@@ -36,11 +36,21 @@ def param_groups(params: Iterable[tuple[str, nn.Parameter]]) -> list[dict]:
     return groups
 
 
+DEFAULT_BETAS = (0.9, 0.999)   # torch's AdamW
+
+
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
-                    momentum: float = 0.9) -> torch.optim.Optimizer:
+                    momentum: float = 0.9, betas: tuple[float, float] | None = None) -> torch.optim.Optimizer:
+    """``name`` (adamw | sgd | lars) over ``model``'s trainable parameters (:func:`param_groups`).
+
+    ``momentum``: SGD and LARS. ``betas``: AdamW's; None takes the ones the model declares in
+    ``adam_betas`` (every ``Method`` does: torch's (0.9, 0.999) unless its paper says otherwise,
+    e.g. MAE's (0.9, 0.95)), else torch's.
+    """
     groups = param_groups(model.named_parameters())
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+        betas = tuple(getattr(model, "adam_betas", DEFAULT_BETAS)) if betas is None else tuple(betas)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=betas)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, weight_decay=weight_decay, momentum=momentum)
     if name == "lars":

@@ -6,8 +6,10 @@ import torch.nn.functional as F
 
 from nolabel.heads import DINOHead
 from nolabel.losses.contrastive import info_nce, nt_xent
-from nolabel.losses.dino import dino_loss, teacher_probs
+from nolabel.losses.dino import dino_loss, masked_patch_loss, teacher_probs
 from nolabel.losses.hierarchical import hierarchical_loss
+from nolabel.losses.koleo import koleo_loss
+from nolabel.losses.reconstruction import masked_mse
 from nolabel.losses.redundancy import barlow_twins_loss, vicreg_loss
 from nolabel.losses.regression import negative_cosine, normalized_mse
 from nolabel.losses.swav import swav_loss
@@ -57,6 +59,8 @@ def test_float32_region_upcasts_its_inputs_itself():
 def _inputs():
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g)                 # noqa: E731
+    every_other = torch.zeros(2, 4, 6, dtype=torch.bool)
+    every_other[..., ::2] = True                                # 24 masked patches
     return {
         "nt_xent": (nt_xent, (r(8, 16), r(8, 16), 0.1)),
         "info_nce": (info_nce, (r(8, 16), r(8, 16), r(20, 16), 0.2)),
@@ -70,6 +74,9 @@ def _inputs():
         "hierarchical": (hierarchical_loss, (r(8, 12), r(12, 8, 5), torch.randint(0, 12, (8,), generator=g),
                                              torch.randint(0, 5, (8,), generator=g))),
         "sinkhorn": (sinkhorn_knopp, (torch.tanh(r(16, 8)),)),
+        "masked_mse": (masked_mse, (r(4, 6, 12), r(4, 6, 12), r(4, 6) > 0)),
+        "koleo": (koleo_loss, (r(2, 8, 16),)),
+        "masked_patch_loss": (masked_patch_loss, (r(24, 32), r(2, 4, 6, 32), every_other, r(32), 0.04, 0.1)),
     }
 
 

@@ -75,3 +75,26 @@ def interpolate_pos_embed(
             raise RuntimeError(f"position-embedding resize gave a {tuple(grid.shape[-2:])} grid, expected {(h, w)}")
     patch = grid.permute(0, 2, 3, 1).reshape(1, h * w, dim).to(pos_embed.dtype)  # (1, h*w, D)
     return torch.cat([prefix, patch], dim=1)  # (1, P + h*w, D)
+
+
+def sincos_2d(grid: tuple[int, int], dim: int, base: float = 10000.0) -> Tensor:
+    """Fixed 2-D sine-cosine position embeddings: (h * w, dim), rows in row-major (h, w) order.
+
+    The 1-D embedding of Vaswani et al. 2017 (sec. 3.5) for each axis, on half the
+    channels each: the first ``dim / 2`` encode the row ``r``, the last ``dim / 2`` the column
+    ``c``; within a half, ``sin(t * f_k)`` for k < dim/4 then ``cos(t * f_k)``, with frequencies
+    ``f_k = base^(-k / (dim / 4))``. MAE uses this version in its encoder and decoder
+    (He et al. 2022, A.1). ``dim`` must be a multiple of 4. float32.
+    """
+    h, w = grid
+    if dim % 4 != 0 or dim < 4:
+        raise ValueError(f"2-D sin-cos position embeddings need a dimension divisible by 4, got {dim}")
+    quarter = dim // 4
+    freqs = base ** (-torch.arange(quarter, dtype=torch.float64) / quarter)      # (dim/4,)
+    rows = torch.arange(h, dtype=torch.float64).repeat_interleave(w)            # (h*w,) r of each patch
+    cols = torch.arange(w, dtype=torch.float64).repeat(h)                       # (h*w,) c of each patch
+    parts = []
+    for t in (rows, cols):
+        angle = t[:, None] * freqs[None, :]                                      # (h*w, dim/4)
+        parts += [torch.sin(angle), torch.cos(angle)]
+    return torch.cat(parts, dim=1).float()                                       # (h*w, dim)

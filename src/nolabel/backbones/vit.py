@@ -2,7 +2,9 @@
 
 Image (B, 3, H, W) -> non-overlapping p x p patches, linearly embedded (a stride-p conv) ->
 prepend a learned CLS token -> add learned position embeddings -> ``depth`` pre-norm blocks
--> final LayerNorm. ``forward`` returns the CLS token, ``forward_tokens`` all tokens.
+-> final LayerNorm. ``forward`` returns the CLS token, ``forward_tokens`` all tokens; for masked
+image modelling ``forward_tokens`` also takes a boolean mask with a mask token (iBOT) or the
+indices of the patches to keep (MAE), see ``prepare_tokens``.
 
 Sizes (MLP ratio 4, 12 blocks): vit_tiny 192-d / 3 heads, vit_small 384-d / 6 heads,
 vit_base 768-d / 12 heads. The default patch size follows the image size (4 for <= 32 px,
@@ -152,8 +154,20 @@ class VisionTransformer(nn.Module):
             return self.pos_embed
         return interpolate_pos_embed(self.pos_embed, self.grid_size, (h, w), mode=self.pos_interp)
 
-    def prepare_tokens(self, x: Tensor) -> Tensor:
-        """Embed patches, prepend CLS, add positions: (B, 3, H, W) -> (B, 1 + N, D), N = HW / p^2."""
+    def prepare_tokens(self, x: Tensor, mask: Tensor | None = None, mask_token: Tensor | None = None,
+                       keep: Tensor | None = None) -> Tensor:
+        """Embed patches, prepend CLS, add positions: (B, 3, H, W) -> (B, 1 + N, D), N = HW / p^2.
+
+        Patches are numbered row-major over the (H/p, W/p) grid. Two optional ways to hide patches,
+        which leave the plain call (neither given) as it was:
+
+        - ``mask``: bool (B, N), True where the patch embedding is replaced by ``mask_token`` ((D,)
+          or (1, 1, D), a learned vector the caller owns) *before* the position embeddings are
+          added, so a masked token still says where it is (BEiT, Bao et al. 2022; iBOT sec. 3.1).
+        - ``keep``: int64 (B, n), the indices of the patches to keep; the others are dropped
+          after the positions are added, so the blocks see only CLS and the n visible patches
+          (MAE sec. 3, "MAE encoder"): returns (B, 1 + n, D).
+        """
         if x.dim() != 4:
             raise ValueError(f"expected a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
         height, width = x.shape[-2:]
@@ -163,13 +177,21 @@ class VisionTransformer(nn.Module):
         patches = self.patch_embed(self.sobel(x))  # (B, D, H/p, W/p)
         h, w = patches.shape[-2:]
         tokens = patches.flatten(2).transpose(1, 2)  # (B, N, D)
+        if mask is not None:
+            tokens = _replace_masked(tokens, mask, mask_token)
         cls = self.cls_token.expand(tokens.shape[0], -1, -1)  # (B, 1, D)
         tokens = torch.cat([cls, tokens], dim=1)  # (B, 1 + N, D)
-        return tokens + self.interpolate_pos_encoding(h, w)
+        tokens = tokens + self.interpolate_pos_encoding(h, w)
+        if keep is not None:
+            tokens = _keep_patches(tokens, keep)  # (B, 1 + n, D)
+        return tokens
 
-    def forward_tokens(self, x: Tensor) -> Tensor:
-        """All tokens after the final LayerNorm: (B, 3, H, W) -> (B, 1 + N, D); [:, 0] is CLS."""
-        tokens = self.prepare_tokens(x)  # (B, 1 + N, D)
+    def forward_tokens(self, x: Tensor, mask: Tensor | None = None, mask_token: Tensor | None = None,
+                       keep: Tensor | None = None) -> Tensor:
+        """All tokens after the final LayerNorm: (B, 3, H, W) -> (B, 1 + N, D); [:, 0] is CLS.
+
+        ``mask``/``mask_token`` and ``keep`` as in :meth:`prepare_tokens` (with ``keep``: (B, 1 + n, D))."""
+        tokens = self.prepare_tokens(x, mask, mask_token, keep)  # (B, 1 + N, D)
         for block in self.blocks:
             tokens = block(tokens)
         return self.norm(tokens)
@@ -194,6 +216,27 @@ class VisionTransformer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """CLS token after the final LayerNorm: (B, 3, H, W) -> (B, D)."""
         return self.forward_tokens(x)[:, 0]
+
+
+def _replace_masked(tokens: Tensor, mask: Tensor, mask_token: Tensor | None) -> Tensor:
+    """Patch tokens (B, N, D) with the rows where ``mask`` (bool (B, N)) is True set to
+    ``mask_token`` ((D,) or (1, 1, D)). ``torch.where`` keeps the token in the graph even when
+    nothing is masked (no unused parameter under DistributedDataParallel)."""
+    if mask_token is None:
+        raise ValueError("a mask needs a mask_token to put in place of the masked patches")
+    if mask.shape != tokens.shape[:2] or mask.dtype != torch.bool:
+        raise ValueError(f"mask must be bool of shape {tuple(tokens.shape[:2])} (batch, patches), "
+                         f"got {mask.dtype} {tuple(mask.shape)}")
+    token = mask_token.reshape(1, 1, -1).to(tokens.dtype)  # (1, 1, D)
+    return torch.where(mask.unsqueeze(-1), token, tokens)
+
+
+def _keep_patches(tokens: Tensor, keep: Tensor) -> Tensor:
+    """CLS and the patches ``keep`` (int64 (B, n)) of tokens (B, 1 + N, D) -> (B, 1 + n, D)."""
+    if keep.dim() != 2 or keep.shape[0] != tokens.shape[0]:
+        raise ValueError(f"keep must be (batch, n) patch indices, got shape {tuple(keep.shape)}")
+    index = keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])  # (B, n, D)
+    return torch.cat([tokens[:, :1], tokens[:, 1:].gather(1, index)], dim=1)
 
 
 def is_vit(model: nn.Module) -> bool:

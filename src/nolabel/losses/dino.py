@@ -1,6 +1,10 @@
-"""DINO self-distillation loss (thesis section 5.3.1, Eqs. 5.1-5.5).
+"""DINO self-distillation loss (thesis section 5.3.1, Eqs. 5.1-5.5), and iBOT's masked-patch
+form of it (Zhou et al. 2022, sec. 3.1).
 
-Pure functions of tensors: temperatures and the center are arguments.
+Pure functions of tensors: temperatures and the center are arguments. The teacher's
+distribution (:func:`teacher_probs`), the centering (:func:`updated_center`) and the entropy
+(:func:`teacher_entropy`) take logits of any leading shape (..., K): views and batch for
+[CLS] outputs, views, batch and patches for iBOT's patch outputs.
 """
 from __future__ import annotations
 
@@ -15,8 +19,8 @@ from nolabel.ops.precision import float32_region
 def teacher_probs(teacher_out: torch.Tensor, center: torch.Tensor, teacher_temp: float) -> torch.Tensor:
     """Centred and sharpened teacher distribution ``softmax((g_t(x) - c) / tau_t)``.
 
-    teacher_out: (V_t, B, K) logits of the global views; center: (K,). Returns (V_t, B, K).
-    Computed in float32 whatever the input precision.
+    teacher_out: (V_t, B, K) logits of the global views (any (..., K)); center: (K,). Returns
+    the same shape. Computed in float32 whatever the input precision.
     """
     return F.softmax((teacher_out.float() - center.float()) / teacher_temp, dim=-1)
 
@@ -49,10 +53,41 @@ def dino_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, center: torc
     return -cross[mask].mean()
 
 
+@float32_region
+def masked_patch_loss(student_masked: torch.Tensor, teacher_patches: torch.Tensor, mask: torch.Tensor,
+                      center: torch.Tensor, teacher_temp: float, student_temp: float = 0.1) -> torch.Tensor:
+    """iBOT's L_MIM (Zhou et al. 2022, sec. 3.1): for every global view, the cross-entropy
+    ``-P_t(u_i)^T log P_s(u^_i)`` between the teacher's centred, sharpened distribution of patch i
+    of the view u (unmasked) and the student's of the same patch of the masked view u^, summed
+    over the masked patches (``m_i = 1``). Normalisation: the mean over an image's masked
+    patches, then the mean over images (an image with no masked patch counts as 0: iBOT masks
+    only half of them) and over views.
+
+    student_masked: (M, K) logits of the masked patches only, in ``mask``'s row-major order
+    (``full[mask]``: the student's head never runs on the others); teacher_patches: (V, B, N, K)
+    logits of every patch of the unmasked views (no gradient); mask: bool (V, B, N) with M
+    True entries; center: (K,), the patch center (iBOT keeps one apart from the [CLS] one).
+    Returns a scalar; 0 (in the graph) when nothing is masked.
+    """
+    if teacher_patches.dim() != 4 or mask.shape != teacher_patches.shape[:3]:
+        raise ValueError(f"teacher_patches {tuple(teacher_patches.shape)} must be (V, B, N, K) and mask "
+                         f"{tuple(mask.shape)} (V, B, N)")
+    if student_masked.shape != (int(mask.sum()), teacher_patches.shape[-1]):
+        raise ValueError(f"student_masked {tuple(student_masked.shape)} must hold one row of K="
+                         f"{teacher_patches.shape[-1]} logits per masked patch ({int(mask.sum())})")
+    q = teacher_probs(teacher_patches.detach()[mask], center, teacher_temp)     # (M, K)
+    log_p = F.log_softmax(student_masked.float() / student_temp, dim=-1)        # (M, K)
+    cross = -(q * log_p).sum(dim=-1)                                            # (M,)
+    per_image = mask.sum(dim=-1, keepdim=True).clamp_min(1).float()             # (V, B, 1) masked count
+    weight = (1.0 / per_image).expand(mask.shape)[mask]                         # (M,) 1 / count of its image
+    return (cross * weight).sum() / (mask.shape[0] * mask.shape[1])
+
+
 @torch.no_grad()
 def updated_center(center: torch.Tensor, teacher_out: torch.Tensor, momentum: float) -> torch.Tensor:
     """Eq. 5.4: ``c <- m c + (1 - m) mean_i g_t(x_i)`` over every teacher output of the
-    batch (all global views, all processes). teacher_out: (V_t, B, K). Returns (K,)."""
+    batch (all global views, all processes). teacher_out: (V_t, B, K), or any (..., K) (every
+    row counts once, e.g. iBOT's patch outputs (V_t, B, N, K)). Returns (K,)."""
     batch_mean = teacher_out.detach().float().reshape(-1, teacher_out.shape[-1]).mean(dim=0)
     batch_mean = all_reduce_mean(batch_mean)
     return center * momentum + batch_mean * (1.0 - momentum)
@@ -60,7 +95,7 @@ def updated_center(center: torch.Tensor, teacher_out: torch.Tensor, momentum: fl
 
 @torch.no_grad()
 def teacher_entropy(teacher_out: torch.Tensor, center: torch.Tensor, teacher_temp: float) -> float:
-    """Mean entropy h(P_t) in nats of the centred, sharpened teacher outputs (V_t, B, K)."""
+    """Mean entropy h(P_t) in nats of the centred, sharpened teacher outputs (V_t, B, K) (or any (..., K))."""
     q = teacher_probs(teacher_out, center, teacher_temp)
     return float(-(q * torch.log(q.clamp_min(1e-12))).sum(-1).mean())
 

@@ -12,6 +12,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
+from nolabel.backbones import is_vit
 from nolabel.views import ViewSpec
 
 
@@ -44,8 +45,9 @@ class Method(nn.Module):
     """Base class: one level of inheritance only.
 
     Subclasses set ``name``, ``Config`` (a dataclass), ``default_optim`` (values for
-    the ``optim`` section's unset fields), ``recipes`` (optional) and ``encoder_prefix`` (state-dict prefix of
-    the backbone that evaluation and export use), and implement the methods below.
+    the ``optim`` section's unset fields), ``recipes`` (optional), ``adam_betas`` (optional) and
+    ``encoder_prefix`` (state-dict prefix of the backbone that evaluation and export use), and
+    implement the methods below.
     """
 
     name: ClassVar[str] = ""
@@ -55,6 +57,9 @@ class Method(nn.Module):
     # {"small": {"optim.lr": ..., "<method>.<field>": ...}}, each measured (BENCHMARKS.md).
     recipes: ClassVar[dict[str, dict]] = {}
     encoder_prefix: ClassVar[str] = "backbone"
+    # AdamW's (beta1, beta2) when the run's optimizer is adamw (optim.build_optimizer reads it);
+    # torch's defaults unless the method's paper says otherwise (MAE: (0.9, 0.95)).
+    adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
 
     def __init__(self, cfg, backbone: nn.Module, shape: RunShape):
         super().__init__()
@@ -148,3 +153,11 @@ def forward_multicrop(backbone: nn.Module, views: list[torch.Tensor]) -> torch.T
         outputs.append(backbone(torch.cat(views[start:end + 1], dim=0)))
         start = end + 1
     return torch.cat(outputs, dim=0)
+
+
+def require_vit(backbone: nn.Module, method: str) -> None:
+    """A ValueError naming the option when ``backbone`` is not a ViT (for methods that mask
+    patch tokens: MAE, iBOT)."""
+    if not is_vit(backbone):
+        raise ValueError(f"{method} masks patch tokens and needs a ViT backbone: use --model.backbone=vit_tiny "
+                         f"(or vit_small, vit_base), not {type(backbone).__name__}")

@@ -15,6 +15,7 @@ from torch import nn
 
 from nolabel.heads import DINOHead
 from nolabel.losses.dino import dino_loss, teacher_entropy, updated_center
+from nolabel.losses.koleo import koleo_loss
 from nolabel.methods import register
 from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
 from nolabel.monitor import dino_collapse_warnings, embedding_std, embedding_collapse_warning
@@ -52,6 +53,10 @@ class DinoConfig:
     blur: bool | None = None            # None: off below 64 px (see views.dino_views)
     hue: float = 0.1                    # colour-jitter hue strength, BYOL's 0.1 (5.3.2); 0.5 turns the
                                         # hue circle, which removes colour as a cue (BENCHMARKS, demo)
+    # KoLeo (DINOv2, Oquab et al. 2024, sec. 4; losses.koleo): weight of -mean log(distance to the
+    # nearest neighbour) of the student's l2-normalised backbone features, per global view, added to
+    # the loss. 0 = off (DINO); DINOv2 uses 0.1.
+    koleo_weight: float = 0.0
 
 
 class DinoNetwork(nn.Module):
@@ -119,7 +124,7 @@ class Dino(Method):
         teacher_temp = info.values["teacher_temp"]
         with torch.no_grad():
             teacher_feats, teacher_out = self.teacher(views[:n_global])   # (2B, D), (2, B, K)
-        _, student_out = self.student(views)                              # (V, B, K)
+        student_feats, student_out = self.student(views)                  # (V*B, D), (V, B, K)
         center = self.center if self.cfg.centering else torch.zeros_like(self.center)
         loss = dino_loss(student_out, teacher_out, center, teacher_temp, self.cfg.student_temp)
         # Eq. 5.5: the loss is H = h + KL, so KL needs only the teacher entropy
@@ -130,6 +135,10 @@ class Dino(Method):
         logs = {"teacher_entropy": h, "kl": kl,
                 "emb_std": embedding_std(teacher_feats.detach().float()),
                 "teacher_temp": teacher_temp}
+        if self.cfg.koleo_weight > 0:
+            koleo = koleo_loss(student_feats[: n_global * len(views[0])].reshape(n_global, len(views[0]), -1))
+            loss = loss + self.cfg.koleo_weight * koleo
+            logs["koleo"] = float(koleo.detach())
         return loss, logs
 
     def health(self, epoch_means):
