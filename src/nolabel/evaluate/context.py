@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from nolabel.data import ImageSet, open_images, probe_image_size
+from nolabel.data import ImageSet, open_images
 from nolabel.evaluate import cache
 from nolabel.evaluate.features import extract_features
-from nolabel.evaluate.models import FeatureModel, load_model
+from nolabel.evaluate.models import FeatureModel, load_model_for_data
 from nolabel.views import normalize
 
 ROLES = ("train", "test")
@@ -111,13 +111,7 @@ class EvalContext:
         self._weights: str | None = None
 
     def _load_model(self, probe_spec: str) -> tuple[FeatureModel, int]:
-        from nolabel.backbones import backbone_names
-
-        spec = self.model_spec
-        needs_data_size = spec == "pixels" or spec.removeprefix("random:") in backbone_names()
-        size = probe_image_size(probe_spec) if needs_data_size else None
-        model = load_model(spec, image_size=size)
-        return model, size or model.image_size or probe_image_size(probe_spec)
+        return load_model_for_data(self.model_spec, probe_spec)
 
     def describe_model(self) -> str:
         if self.arch == "pixels":

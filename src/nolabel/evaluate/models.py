@@ -108,3 +108,16 @@ def load_model(spec: str, image_size: int | None = None) -> FeatureModel:
     raise ValueError(f"model {spec!r} is not something nolabel can evaluate ("
                      f"{'no such path' if not path.exists() else 'no checkpoint or export found there'}); "
                      f"give one of: {'; '.join(MODEL_FORMS)}")
+
+
+def load_model_for_data(spec: str, data_spec: str, image_size: int | None = None) -> tuple[FeatureModel, int]:
+    """The model of ``spec`` and the side to read ``data_spec`` at: ``image_size`` when
+    given, else the model's own size, else the data's probed size (``pixels`` and
+    ``random:<backbone>``, which are then built for it)."""
+    from nolabel.backbones import backbone_names
+    from nolabel.data import probe_image_size
+
+    needs_data_size = spec == "pixels" or spec.removeprefix("random:") in backbone_names()
+    size = image_size or (probe_image_size(data_spec) if needs_data_size else None)
+    model = load_model(spec, image_size=size)
+    return model, size or model.image_size or probe_image_size(data_spec)

@@ -5,9 +5,9 @@ import time
 
 import torch
 
-from nolabel.data import open_images, probe_image_size
+from nolabel.data import open_images
 from nolabel.evaluate.features import extract_features
-from nolabel.evaluate.models import load_model
+from nolabel.evaluate.models import load_model_for_data
 from nolabel.ops.knn import KNN_PROTOCOLS, knn_classify  # noqa: F401 (KNN_PROTOCOLS: the CLI's import)
 
 
@@ -22,12 +22,7 @@ def knn_protocol(model_spec: str, train_spec: str, test_spec: str, k: int = 20, 
     result dict of :func:`knn_classify` plus ``model``, ``image_size`` and seconds."""
     t0 = time.time()
     dev = _device(device)
-    from nolabel.backbones import backbone_names
-
-    needs_data_size = model_spec == "pixels" or model_spec.removeprefix("random:") in backbone_names()
-    size = probe_image_size(train_spec) if needs_data_size else None
-    model = load_model(model_spec, image_size=size)
-    size = size or model.image_size or probe_image_size(train_spec)
+    model, size = load_model_for_data(model_spec, train_spec)
     train = open_images(train_spec, image_size=size, progress=progress)
     test = open_images(test_spec, image_size=size, progress=progress)
     if not train.has_labels or not test.has_labels:
