@@ -145,3 +145,35 @@ def test_every_option_of_train_export_and_demo_has_help():
     for name in ("train", "export", "demo"):
         for action in commands[name]._actions:
             assert action.help, f"{name} {action.option_strings or action.dest}: no help text"
+
+
+def test_train_on_a_list_file_and_export_torchscript_or_refuse_timm(tmp_path, capsys):
+    from PIL import Image
+
+    from nolabel.data import generate_demo
+    images = generate_demo("train", n=20, size=32)["images"]
+    (tmp_path / "imgs").mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image.permute(1, 2, 0).numpy(), "RGB").save(tmp_path / "imgs" / f"{i}.png")
+    listing = tmp_path / "train.csv"
+    listing.write_text("path\n" + "".join(f"imgs/{i}.png\n" for i in range(20)) + "imgs/missing.png\n")
+    out = tmp_path / "run"
+    tiny = [arg for arg in TINY if not arg.startswith("--data.train=")]
+    code, _, err = run(["train", "--out", str(out), "--method", "dino", "--data", str(listing),
+                        "--run.epochs=1"] + tiny, capsys)
+    assert code == 0, err
+    from nolabel.train import BAD_FILES
+    assert (out / BAD_FILES).read_text().startswith(f"{tmp_path / 'imgs' / 'missing.png'}\tunreadable")
+    code, _, err = run(["export", str(out), str(tmp_path / "timm"), "--format", "timm"], capsys)
+    assert code == 2 and "patch_size=8 (timm's is 16)" in err and not (tmp_path / "timm").exists()
+    code, stdout, err = run(["export", str(out), str(tmp_path / "ts"), "--format", "torchscript"], capsys)
+    assert code == 0, err
+    import torch
+
+    import nolabel
+    x = torch.randn(2, 3, 32, 32)
+    traced = torch.jit.load(str(tmp_path / "ts" / "backbone.pt"))
+    code, _, err = run(["export", str(out), str(tmp_path / "st")], capsys)   # default: safetensors
+    assert code == 0, err
+    with torch.no_grad():
+        assert torch.allclose(traced(x), nolabel.load_backbone(tmp_path / "st")(x), atol=1e-5)

@@ -19,9 +19,27 @@ def test_outputs(tmp_path):
     assert 0.0 <= sizes["nmi"] <= 1.0 and r["nmi"] == sizes["nmi"]          # the demo set has labels
     assert (tmp_path / "out" / "clusters.png").read_bytes()[:4] == b"\x89PNG"
     from PIL import Image
-    assert Image.open(tmp_path / "out" / "clusters.png").size[1] >= 3 * 32   # one row per cluster
+    assert Image.open(tmp_path / "out" / "clusters.png").size[1] >= 3 * 64   # one row per cluster
 
 
 def test_bad_k(tmp_path):
     with pytest.raises(ValueError, match="--k"):
         cluster_collection("pixels", "demo?n=8", 20, tmp_path)
+
+
+def test_grid_rows_are_titled_with_cluster_size_and_majority_class(tmp_path, monkeypatch):
+    import nolabel.cluster_collection as module
+    drawn = {}
+    real = module.cluster_grid
+
+    def spy(images, picks, titles):
+        drawn["titles"] = list(titles)
+        return real(images, picks, titles)
+
+    monkeypatch.setattr(module, "cluster_grid", spy)
+    cluster_collection("random:vit_tiny", "demo?n=32", 3, tmp_path / "out", grid_cols=4)
+    rows = list(csv.DictReader(open(tmp_path / "out" / "assignments.csv")))
+    sizes = {c: sum(int(r["cluster"]) == c for r in rows) for c in range(3)}
+    largest_first = sorted(sizes, key=lambda c: -sizes[c])
+    assert [t.split(", ")[0] for t in drawn["titles"]] == [f"cluster {c}: {sizes[c]} images" for c in largest_first]
+    assert all("% " in t for t in drawn["titles"])                          # the demo set has labels

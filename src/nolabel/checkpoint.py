@@ -31,15 +31,25 @@ EXPORT_CONFIG = "config.json"
 
 def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``:
-    a crash mid-write never leaves a half-written file in place."""
+    a crash mid-write never leaves a half-written file in place. The file gets the mode
+    a plain ``open`` would give it (0666 less the umask), whatever mode ``write`` gave the
+    temporary file (safetensors creates it 0600)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class CheckpointError(ValueError):

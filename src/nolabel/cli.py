@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from nolabel import __version__
-from nolabel.names import BACKBONES, METHODS    # no torch here: --help and --version answer at once
+from nolabel.names import BACKBONES, EXPORT_FORMATS, METHODS    # no torch here: --help and --version answer at once
 
 _OVERRIDE = re.compile(r"^--[A-Za-z_][\w]*\.[A-Za-z_][\w]*=.*$")
 
@@ -28,7 +28,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--method", default=None, help=f"method to train: {', '.join(METHODS)} (default: dino)")
     p.add_argument("--backbone", default=None, help=f"backbone: {', '.join(BACKBONES)} (default: vit_tiny up to "
                                                     "64 px, vit_small above)")
-    p.add_argument("--data", default=None, help="training images: folder, .tar/.tar.gz, cifar10:DIR, demo")
+    p.add_argument("--data", default=None, help="training images: folder, .tar/.tar.gz, .txt/.csv list, cifar10:DIR, demo")
     p.add_argument("--epochs", type=int, default=None, help="passes over the training images, at least 1 "
                                                             "(default 100; the demo preset's 25)")
     p.add_argument("--batch-size", type=int, default=None, help="total batch size over all processes")
@@ -63,10 +63,14 @@ def _eval_parser(sub) -> None:
 
 
 def _export_parser(sub) -> None:
-    p = sub.add_parser("export", help="export a run's backbone as safetensors + JSON config")
+    p = sub.add_parser("export", help="export a run's backbone as safetensors, timm weights or TorchScript, "
+                                      "with a JSON config")
     p.add_argument("run_dir", help="run folder (the --out of `nolabel train`)")
-    p.add_argument("out_dir", help="folder to write backbone.safetensors and config.json into "
-                                   "(load it with nolabel.load_backbone)")
+    p.add_argument("out_dir", help="folder to write the weights and config.json into")
+    p.add_argument("--format", default="safetensors", choices=EXPORT_FORMATS,
+                   help="safetensors: backbone.safetensors for nolabel.load_backbone (default); timm: "
+                        "model.safetensors with timm's names (resnet18/50, vit_*_patch16); torchscript: "
+                        "backbone.pt for torch.jit.load, no nolabel needed")
 
 
 def _cluster_parser(sub) -> None:
@@ -164,7 +168,7 @@ def cmd_train(args, overrides: list[str]) -> int:
     if cfg.data.train and is_demo(cfg.data.train) and not args.resume:
         drop_foreign_demo_options(cfg)
     if not cfg.data.train:
-        raise CliError("train needs --data SPEC (a folder, .tar/.tar.gz, cifar10:DIR or demo)")
+        raise CliError("train needs --data SPEC (a folder, .tar/.tar.gz, .txt/.csv list, cifar10:DIR or demo)")
     if (out / CHECKPOINT).exists() or (out / PREVIOUS).exists():
         raise CliError(f"{out} already holds a run: continue it with --resume, or choose another --out")
     return _report_train(train(cfg))
@@ -209,9 +213,15 @@ def cmd_export(args) -> int:
         raise CliError(f"{run} is not a run folder (no config.yaml): give the --out of `nolabel train`")
     cfg = load_yaml(run / "config.yaml")
     model = load_model(str(run))
-    export_backbone(model.network, Path(args.out_dir),
-                    {"image_size": cfg.data.image_size, "method": cfg.method, "run": str(run),
-                     "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
+    meta = {"image_size": cfg.data.image_size, "method": cfg.method, "run": str(run.resolve()),
+            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    if args.format != "safetensors":
+        from nolabel.export_formats import export_timm, export_torchscript
+        write = export_timm if args.format == "timm" else export_torchscript
+        usage = write(model.network, Path(args.out_dir), meta)
+        print(f"exported {cfg.model.backbone} from {run} to {args.out_dir} as {args.format}: {usage}")
+        return 0
+    export_backbone(model.network, Path(args.out_dir), meta)
     print(f"exported {cfg.model.backbone} from {run} to {args.out_dir} (load with nolabel.load_backbone)")
     return 0
 

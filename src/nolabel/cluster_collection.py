@@ -7,7 +7,8 @@ l2-normalised, k-means with faiss (``ops.kmeans``, 20 Lloyd iterations, seeded).
 - ``assignments.csv``: ``path,cluster,distance`` per image (distance: Euclidean, between
   the l2-normalised feature and its cluster's centroid), in dataset order;
 - ``clusters.png``: one row per cluster (largest first, at most ``grid_rows``), up to
-  ``grid_cols`` images nearest its centroid;
+  ``grid_cols`` images nearest its centroid, titled with the cluster's id, size and, when
+  the source has labels, its majority class (the grid of ``eval clustering``);
 - ``cluster_sizes.json``: ``{"k", "n_images", "sizes": [...], "nmi"?: float}``; the NMI
   against the labels (thesis 3.2.2) is added when the source has labels.
 """
@@ -16,21 +17,20 @@ from __future__ import annotations
 import numpy as np
 import torch.nn.functional as F
 
+from nolabel.evaluate.grid import cluster_grid, cluster_titles
 from nolabel.evaluate.metrics import nmi
 from nolabel.ops.kmeans import kmeans
 from nolabel.use.collection import Collection, load_collection
-from nolabel.use.grid import tile_grid
 from nolabel.use.publish import csv_writer, json_writer, png_writer, publish
 
 
-def _grid(collection: Collection, picks: list[np.ndarray]):
-    """One row of images per cluster (picks: collection rows per row of the grid)."""
+def _grid(collection: Collection, clusters: np.ndarray, picks: list[np.ndarray], assign: np.ndarray,
+          labelled: bool):
+    """One titled row of images per cluster (picks: collection rows per row of the grid)."""
     images = collection.images(np.concatenate(picks).tolist() if picks else [])
-    rows, start = [], 0
-    for p in picks:
-        rows.append([(images[start + j], "") for j in range(len(p))])
-        start += len(p)
-    return tile_grid(rows, collection.image_size)
+    titles = cluster_titles(clusters.tolist(), assign, collection.labels.numpy() if labelled else None,
+                            collection.classes)
+    return cluster_grid(images, picks, titles)
 
 
 def cluster_collection(model_spec: str, data_spec: str, k: int, out_dir, *, image_size: int | None = None,
@@ -53,7 +53,8 @@ def cluster_collection(model_spec: str, data_spec: str, k: int, out_dir, *, imag
     sizes = np.bincount(assign, minlength=k)
     summary: dict = {"k": k, "n_images": int(len(assign)), "model": model_spec, "data": data_spec,
                      "sizes": sizes.tolist()}
-    if collection.has_labels and bool((labels >= 0).all()):
+    labelled = collection.has_labels and bool((labels >= 0).all())
+    if labelled:
         summary["nmi"] = nmi(assign, labels.numpy())
     order = np.argsort(-sizes, kind="stable")[:grid_rows]
     picks = []
@@ -61,6 +62,6 @@ def cluster_collection(model_spec: str, data_spec: str, k: int, out_dir, *, imag
         members = np.flatnonzero(assign == c)
         picks.append(members[np.argsort(dist[members], kind="stable")[:grid_cols]])
     files = publish(out_dir, {"assignments.csv": csv_writer(["path", "cluster", "distance"], rows),
-                              "clusters.png": png_writer(_grid(collection, picks)),
+                              "clusters.png": png_writer(_grid(collection, order, picks, assign, labelled)),
                               "cluster_sizes.json": json_writer(summary)})
     return {**summary, "assignments": str(files[0]), "grid": str(files[1]), "sizes_file": str(files[2])}

@@ -79,6 +79,8 @@ class RunConfig:
     log_every: int = 10                # steps between metrics.jsonl lines
     save_every: int = 1                # epochs between checkpoints (also on SIGINT/SIGTERM and at the end)
     progress: bool = True              # progress bar
+    tensorboard: bool = False          # also write the metrics as TensorBoard events into RUN/tensorboard
+                                       # (needs `pip install tensorboard`; nolabel.tensorboard_log)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -61,12 +62,9 @@ def run_demo(out: Path, method: str | None = None, epochs: int | None = None, fr
         _train(cfg, out)
     saved = load_yaml(out / CONFIG_FILE)
     t_train = time.time() - t0
-    rows = {}
     # the baseline is the very same architecture, randomly initialised
     models = (("trained", str(out)), (f"random init ({saved.model.backbone})", f"random:{out}"), ("pixels", "pixels"))
-    for i, (name, spec) in enumerate(models, 1):
-        print(f"k-NN {i}/{len(models)}: {name} ...", flush=True)
-        rows[name] = knn_protocol(spec, train_spec, test_spec, progress=False)
+    rows = knn_rows(models, train_spec, test_spec, progress=saved.run.progress)
     summary = {"method": saved.method, "seed": saved.run.seed, "train_seconds": round(t_train, 1),
                "total_seconds": round(time.time() - t0, 1),
                "knn": {n: {"top1": r["top1"], "top5": r["top5"]} for n, r in rows.items()}}
@@ -81,6 +79,21 @@ def run_demo(out: Path, method: str | None = None, epochs: int | None = None, fr
               f"  nolabel eval knn {out.parent / 'demo-dino'} --train {TRAIN} --test {TEST}\n"
               "(in a CPU budget DINO stays on its uniform plateau on this set: BENCHMARKS.md, \"The demo\")")
     return summary
+
+
+def knn_rows(models, train_spec: str, test_spec: str, progress: bool = True) -> dict[str, dict]:
+    """k-NN result of each ``(name, model spec)`` of ``models``, by name; with ``progress``,
+    a bar on stderr names the model being evaluated (``--run.progress=false``: silent)."""
+    from tqdm import tqdm
+
+    rows = {}
+    with tqdm(total=len(models), desc="k-NN", unit="model", file=sys.stderr, disable=not progress,
+              leave=False) as bar:
+        for name, spec in models:
+            bar.set_postfix_str(name)        # drawn now: "k-NN: i/3 ... <name being evaluated>"
+            rows[name] = knn_protocol(spec, train_spec, test_spec, progress=False)
+            bar.update(1)
+    return rows
 
 
 def _train(cfg, out: Path, resume: bool = False) -> None:

@@ -4,7 +4,8 @@
 The registries stay the truth for methods and backbones (a new one is one file that
 registers itself); tests/test_cli.py checks these lists against them, so a new name
 added there and not here fails a test. The evaluation protocols and patch-token pools
-are defined here and imported by the evaluation layer.
+are defined here and imported by the evaluation layer; so are the export formats
+(:mod:`nolabel.export_formats`).
 """
 
 METHODS = ("barlowtwins", "byol", "deepcluster", "deepclusterv2", "deepercluster", "dino", "ibot", "jigsaw", "mae",
@@ -13,3 +14,4 @@ BACKBONES = ("resnet18", "resnet50", "vit_tiny", "vit_small", "vit_base")       
 EVAL_PROTOCOLS = ("knn", "linear", "logistic", "fewshot", "finetune", "clustering", "retrieval", "copydetect",
                   "attention", "tsne")                                                # nolabel.evaluate.suite
 PATCH_POOLS = ("none", "avg", "gem")                                                 # nolabel.evaluate.cache
+EXPORT_FORMATS = ("safetensors", "timm", "torchscript")                             # nolabel.export_formats

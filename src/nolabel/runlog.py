@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nolabel.checkpoint import atomic_write
+from nolabel.tensorboard_log import TensorBoardEvents
 
 METRICS = "metrics.jsonl"
 PLOT = "metrics.png"
@@ -41,12 +42,16 @@ class MetricsLog:
     """Append-only ``metrics.jsonl``; on resume, lines past the checkpoint are dropped
     so the file reads as one uninterrupted run."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True):
+    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = False):
         self.path = Path(run_dir) / METRICS
         self.enabled = enabled
+        # --run.tensorboard=true: the same records as TensorBoard scalars (nolabel.tensorboard_log)
+        self.events = TensorBoardEvents(run_dir) if tensorboard and enabled else None
 
     def truncate_from(self, step: int) -> None:
         """Keep only records with ``step < step``."""
+        if self.events is not None:
+            self.events.purge_from(step)
         if not self.enabled or not self.path.exists():
             return
         kept = [line for line in self.read() if line.get("step", -1) < step]
@@ -59,6 +64,13 @@ class MetricsLog:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         with self.path.open("a") as f:
             f.write(json.dumps(clean) + "\n")
+        if self.events is not None:
+            self.events.write(clean)
+
+    def close(self) -> None:
+        """Close the TensorBoard event file, if any (metrics.jsonl is closed after each write)."""
+        if self.events is not None:
+            self.events.close()
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -183,7 +195,8 @@ class Progress:
             return
         elapsed = time.time() - self.t0
         remaining = (self.total_steps - global_step) * elapsed / max(self.steps_done, 1)
-        self.bar.set_postfix_str(f"loss {loss:.4f} lr {lr:.2e} {images_per_s:.0f} img/s "
+        rate = f"{images_per_s:.1f}" if images_per_s < 9.95 else f"{images_per_s:.0f}"  # slow runs: not "0"
+        self.bar.set_postfix_str(f"loss {loss:.4f} lr {lr:.2e} {rate} img/s "
                                  f"run ETA {int(remaining // 60)}m{int(remaining % 60):02d}s"
                                  + (f" {self.note}" if self.note else ""), refresh=False)
         self.bar.update(1)

@@ -27,6 +27,7 @@ from nolabel.backbones import build_backbone
 from nolabel.checkpoint import CHECKPOINT, load_resume_state, rng_state, save_checkpoint, set_rng_state
 from nolabel.config import Config, save_yaml, switch
 from nolabel.data import open_images
+from nolabel.data.loading import MAX_UPSCALE
 from nolabel.knn_monitor import KnnMonitor
 from nolabel.methods import RunShape, StepInfo, get_method
 from nolabel.ops import dist
@@ -163,7 +164,7 @@ def train(cfg: Config, resume: bool = False,
                  cfg.run.batch_size, device, precision,
                  ", channels-last" if memory_format == torch.channels_last else "", threads,
                  f", {world} processes" if world > 1 else "")
-        _report_bad(data.bad, out, log, main)
+        _report_bad(data.bad, out, log, main, data.upscaled)
         knn = KnnMonitor.create(cfg, data, log, main)   # k-NN learning curves (--eval.*)
 
         backbone = build_backbone(cfg.model.backbone, image_size=data.image_size, **backbone_kwargs(cfg))
@@ -206,7 +207,7 @@ def train(cfg: Config, resume: bool = False,
         raise
 
     epoch, start_step, global_step = 0, 0, 0
-    metrics = MetricsLog(out, enabled=main)
+    metrics = MetricsLog(out, enabled=main, tensorboard=cfg.run.tensorboard)
     ckpt_path = out / CHECKPOINT
     if resume:
         method.load_state_dict(state["method"])
@@ -249,8 +250,8 @@ def train(cfg: Config, resume: bool = False,
                                    num_workers=cfg.data.num_workers)
             step_in_epoch = start_step
             for batch in batches:
-                if batch.bad:
-                    _report_bad(batch.bad, out, log, main)
+                if batch.bad or batch.upscaled:
+                    _report_bad(batch.bad, out, log, main, batch.upscaled)
                 values = {name: fn(global_step) for name, fn in schedules.items()}
                 info = StepInfo(global_step, epoch, total_steps, steps_per_epoch, values, index=batch.index)
                 set_schedule_values(optimizer, values["lr"], values["weight_decay"])
@@ -310,6 +311,7 @@ def train(cfg: Config, resume: bool = False,
                 plot_metrics(out)
             if stop.signal is not None:
                 _interrupted(stop.signal, out, epoch, global_step, log, complete=epoch >= cfg.run.epochs)
+    metrics.close()
     log.info("done: %d epochs in %s", cfg.run.epochs, out)
     return out
 
@@ -389,14 +391,21 @@ def _end_of_epoch(method, means, epoch, global_step, data, metrics, log) -> None
     log.info("epoch %d: loss %.4f %s", epoch + 1, means.get("loss", math.nan), health)
 
 
-def _report_bad(bad: list[tuple[str, str]], out: Path, log, main: bool) -> None:
-    if not bad or not main:
+def _report_bad(bad: list[tuple[str, str]], out: Path, log, main: bool,
+                upscaled: list[tuple[str, str]] = ()) -> None:
+    """Append the files not listed yet to ``skipped_files.txt``, one ``location<TAB>reason``
+    line each: the skipped ones (``bad``) and the tiny ones used after a large upscale."""
+    if not (bad or upscaled) or not main:
         return
     path = out / BAD_FILES
     seen = set(path.read_text().splitlines()) if path.exists() else set()
-    new = [f"{key}\t{reason}" for key, reason in bad if f"{key}\t{reason}" not in seen]
-    if not new:
+    new_bad, new_up = ([line for line in (f"{key}\t{reason}" for key, reason in items) if line not in seen]
+                       for items in (bad, upscaled))
+    if not new_bad and not new_up:
         return
     with path.open("a") as f:
-        f.write("".join(line + "\n" for line in new))
-    log.warning("skipped %d unreadable file(s) (listed in %s), e.g. %s", len(new), path, new[0].replace("\t", ": "))
+        f.write("".join(line + "\n" for line in new_bad + new_up))
+    for new, what in ((new_bad, "skipped %d unreadable file(s)"),
+                      (new_up, f"used %d tiny image(s) upscaled more than {MAX_UPSCALE}x")):
+        if new:
+            log.warning(what + " (listed in %s), e.g. %s", len(new), path, new[0].replace("\t", ": "))

@@ -16,6 +16,7 @@ from nolabel.knn_monitor import check_eval_config
 from nolabel.methods import get_method
 from nolabel.optim import OPTIMIZERS, check_clip_mode
 from nolabel.presets import check_recipe
+from nolabel.tensorboard_log import check_tensorboard
 
 
 def validate(cfg: Config, resume: bool = False) -> None:
@@ -24,7 +25,7 @@ def validate(cfg: Config, resume: bool = False) -> None:
     run, data, model, optim = cfg.run, cfg.data, cfg.model, cfg.optim
     get_method(cfg.method)                                   # lists the methods
     if not data.train:
-        raise ConfigError("data.train is empty: give --data SPEC (a folder, .tar/.tar.gz, cifar10:DIR or demo)")
+        raise ConfigError("data.train is empty: give --data SPEC (a folder, .tar/.tar.gz, .txt/.csv list, cifar10:DIR or demo)")
     if not run.out:
         raise ConfigError("run.out is empty: give --out FOLDER")
     if Path(run.out).exists() and not Path(run.out).is_dir():
@@ -51,6 +52,7 @@ def validate(cfg: Config, resume: bool = False) -> None:
     switch(run.channels_last, "--run.channels_last")
     switch(data.in_memory, "--data.in_memory")
     check_threads(run.threads)
+    check_tensorboard(run.tensorboard)
     check_eval_config(cfg)
     if model.init and not resume and not model.init.startswith("random:") and model.init != "pixels" \
             and not Path(model.init).is_dir():

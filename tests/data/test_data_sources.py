@@ -127,7 +127,8 @@ def test_cifar10_offline_raises_data_error(tmp_path: Path, monkeypatch) -> None:
     (lambda tmp: str(tmp / "empty"), "no image files"),
     (lambda tmp: "s3x:bucket/images", "unknown scheme"),
     (lambda tmp: str(tmp / "empty.tar"), "no image files"),
-    (lambda tmp: str(tmp / "file.txt"), "not a .tar"),
+    (lambda tmp: str(tmp / "file.bin"), "not a .tar"),
+    (lambda tmp: str(tmp / "file.txt"), "none of the 1 files listed in"),
     (lambda tmp: "demo:valid", "demo split"),
     (lambda tmp: "demo?n=abc", "bad demo option"),
     (lambda tmp: "flat:", "needs a folder"),
@@ -139,6 +140,7 @@ def test_bad_specs_raise_data_error(tmp_path: Path, make_spec, words: str) -> No
     with tarfile.open(tmp_path / "empty.tar", "w") as tar:
         tar.add(tmp_path / "empty", arcname="top")
     (tmp_path / "file.txt").write_text("hello")
+    (tmp_path / "file.bin").write_text("hello")
     spec = make_spec(tmp_path)
     with pytest.raises(DataError) as info:
         open_images(spec, progress=False)

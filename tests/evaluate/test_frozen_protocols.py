@@ -3,6 +3,7 @@ retrieval, t-SNE; each on tiny data, plus hand-checked pieces."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -74,11 +75,17 @@ def test_cluster_quality_on_separable_features():
     assert many["purity"] == 1.0 and many["nmi"] < 1.0  # splitting classes keeps purity, costs NMI
 
 
-def test_clustering_protocol(vit_ctx):
+def test_clustering_protocol(vit_ctx, monkeypatch):
+    import nolabel.evaluate.clustering as module
+    titles = []
+    real = module.cluster_grid
+    monkeypatch.setattr(module, "cluster_grid", lambda images, picks, t: titles.extend(t) or real(images, picks, t))
     r = clustering_protocol(vit_ctx, multiples=(1, 10))
     assert r["k=1x"]["k"] == 10 and r["k=10x"]["k"] == 32  # 10 x 10 classes, capped at the 32 test images
     assert all(0 <= r["k=1x"][m] <= 1 for m in ("nmi", "purity"))
     assert (vit_ctx.out / "clustering_grid.png").stat().st_size > 0
+    # one row per cluster (the shared grid of `nolabel cluster`), titled with id, size and majority class
+    assert titles and all(re.fullmatch(r"cluster \d+: \d+ images, \d+% \S+", t) for t in titles)
 
 
 def test_retrieval_chunks_match_the_whole_matrix():

@@ -20,11 +20,30 @@ SMALL = dict(train_spec="demo:train?n=64&size=16", test_spec="demo:test?n=20&siz
 
 def test_demo_trains_simclr_and_prints_the_comparison(tmp_path, capsys):
     summary = demo_run.run_demo(tmp_path / "d", epochs=1, **SMALL)
-    printed = capsys.readouterr().out
+    printed, errors = capsys.readouterr()
+    assert "k-NN:" not in errors                                              # --run.progress=false: no bar
     assert summary["method"] == "simclr" and set(summary["knn"]) == {"trained", "random init (resnet18)", "pixels"}
     assert json.loads((tmp_path / "d" / "demo_knn.json").read_text()) == summary
     assert "nolabel train --method dino --data demo" in printed          # DINO is the next thing to try
     assert "trained" in printed and "pixels" in printed
+
+
+def test_knn_phase_shows_its_progress_on_stderr(monkeypatch, capsys):
+    seen = []
+
+    def fake_knn(spec, train_spec, test_spec, progress):
+        seen.append(capsys.readouterr().err)              # the bar names the model before it is evaluated
+        return {"top1": 1.0, "top5": 2.0}
+
+    monkeypatch.setattr(demo_run, "knn_protocol", fake_knn)
+    models = (("trained", "run"), ("random init (resnet18)", "random:run"), ("pixels", "pixels"))
+    rows = demo_run.knn_rows(models, "a", "b", progress=True)
+    assert list(rows) == [name for name, _ in models]
+    for i, (err, (name, _)) in enumerate(zip(seen, models)):
+        assert "k-NN:" in err and f"{i}/3" in err and name in err
+    capsys.readouterr()
+    demo_run.knn_rows(models, "a", "b", progress=False)
+    assert seen[3:] == ["", "", ""] and capsys.readouterr() == ("", "")
 
 
 def test_interrupted_demo_skips_the_comparison_and_continues(tmp_path, monkeypatch, capsys):

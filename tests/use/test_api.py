@@ -24,6 +24,9 @@ def test_embed_gives_the_same_rows_for_a_spec_a_tensor_files_and_a_module(tiny_v
     files = save_demo(tmp_path / "photos", "train", 12, 32)
     torch.testing.assert_close(nolabel.embed(tiny_vit, [str(f) for f in files]), x, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(nolabel.embed(tiny_vit, files[5]), x[5:6], rtol=1e-4, atol=1e-5)
+    listing = tmp_path / "photos" / "picked.txt"                              # a list file is a collection
+    listing.write_text("".join(f"{f.name}\n" for f in files[2:5]))
+    torch.testing.assert_close(nolabel.embed(tiny_vit, str(listing)), x[2:5], rtol=1e-4, atol=1e-5)
     assert nolabel.embed(tiny_vit, "demo?n=12", pca=3).shape == (12, 3)
     assert any(cache_dir.iterdir())                                          # specs go through the cache
 

@@ -21,6 +21,8 @@ class Batch:
         bad: (location, reason) of items skipped while building this batch (or a
             skipped all-bad batch just before it); B is smaller than the requested
             batch size by the number of bad items it lost.
+        upscaled: (location, "upscaled from WxH ...") of items in this batch enlarged
+            more than ``loading.MAX_UPSCALE`` times (kept, unlike the bad ones).
     """
 
     images: torch.Tensor
@@ -28,6 +30,7 @@ class Batch:
     index: torch.Tensor
     masks: torch.Tensor | None = None
     bad: list[tuple[str, str]] = field(default_factory=list)
+    upscaled: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

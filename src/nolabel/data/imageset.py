@@ -37,13 +37,15 @@ class ImageSet:
         has_masks: True when batches carry object masks (demo).
         in_memory: True when all images are held decoded in one tensor.
         bad: every skipped item found so far as (location, reason), without duplicates.
+        upscaled: every item found so far that was kept but enlarged more than
+            ``loading.MAX_UPSCALE`` times, as (location, "upscaled from WxH ..."), without duplicates.
         num_workers: default number of decoding processes when streaming.
     """
 
     def __init__(self, spec: str, source: Source, image_size: int, labels: torch.Tensor,
                  keys: list[str], images: torch.Tensor | None = None,
                  masks: torch.Tensor | None = None, bad: list[tuple[str, str]] | None = None,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, upscaled: list[tuple[str, str]] | None = None) -> None:
         self.spec = spec
         self.image_size = image_size
         self.classes = source.classes
@@ -59,6 +61,9 @@ class ImageSet:
         self._images = images
         self._masks = masks
         self._record_bad(bad or [])
+        self.upscaled: list[tuple[str, str]] = []
+        self._seen_upscaled: set[tuple[str, str]] = set()
+        self._record_upscaled(upscaled or [])
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -73,6 +78,12 @@ class ImageSet:
             if item not in self._seen_bad:
                 self._seen_bad.add(item)
                 self.bad.append(item)
+
+    def _record_upscaled(self, items: list[tuple[str, str]]) -> None:
+        for item in items:
+            if item not in self._seen_upscaled:
+                self._seen_upscaled.add(item)
+                self.upscaled.append(item)
 
     def labels_tensor(self) -> torch.Tensor:
         """int64 (N,): all labels in dataset order (-1 where unlabelled)."""
@@ -92,13 +103,14 @@ class ImageSet:
                             masks=None if self._masks is None else self._masks.index_select(0, index),
                             num_workers=self.num_workers)
         source = SubsetSource(self.spec, self._source, idx)
-        images, kept, bad = preload(source, self.image_size, self.num_workers, progress)
+        upscaled: list[tuple[str, str]] = []
+        images, kept, bad = preload(source, self.image_size, self.num_workers, progress, upscaled)
         if not kept:
             raise DataError(f"data spec {self.spec!r}: every one of the {len(idx)} files chosen is "
                             f"unreadable, e.g. {bad[0][0]}: {bad[0][1]}")
         labels = torch.tensor(source.labels, dtype=torch.int64)[kept]
         return ImageSet(self.spec, source, self.image_size, labels, [source.keys[i] for i in kept],
-                        images=images, bad=bad, num_workers=self.num_workers)
+                        images=images, bad=bad, num_workers=self.num_workers, upscaled=upscaled)
 
     def steps_per_epoch(self, batch_size: int, drop_last: bool = True, world_size: int = 1) -> int:
         """Number of batches :meth:`batches` yields per epoch on each rank."""
@@ -144,6 +156,7 @@ class ImageSet:
         for batch in decode_batches(self._source, self.image_size,
                                     [chunk.tolist() for chunk in chunks], workers):
             self._record_bad(batch.bad)
+            self._record_upscaled(batch.upscaled)
             if len(self._seen_bad) >= len(self):
                 raise DataError(f"data spec {self.spec!r}: every one of its {len(self)} files "
                                 f"is unreadable, e.g. {self.bad[0][0]}: {self.bad[0][1]}")
@@ -207,10 +220,11 @@ def open_images(spec: str, image_size: int | None = None, in_memory: bool | str 
     wanted_bytes = len(source) * 3 * size * size
     if in_memory is False or (in_memory == "auto" and wanted_bytes >= memory_limit_gb * 2**30):
         return ImageSet(spec, source, size, labels, list(source.keys), num_workers=num_workers)
-    images, kept, bad = preload(source, size, num_workers, progress)
+    upscaled: list[tuple[str, str]] = []
+    images, kept, bad = preload(source, size, num_workers, progress, upscaled)
     if not kept:
         raise DataError(f"data spec {spec!r}: every one of its {len(source)} files is "
                         f"unreadable, e.g. {bad[0][0]}: {bad[0][1]}")
     keys = [source.keys[i] for i in kept]
     return ImageSet(spec, source, size, labels[kept], keys, images=images, bad=bad,
-                    num_workers=num_workers)
+                    num_workers=num_workers, upscaled=upscaled)

@@ -2,7 +2,9 @@
 
 Bad files never crash anything here: an item that fails to read or decode is
 returned as ``(location, reason)`` and dropped from its batch by the collate
-function.
+function. An image enlarged more than ``MAX_UPSCALE`` times to reach the image size (a
+1x1 file, a thumbnail) is kept, with a ``(location, "upscaled from WxH ...")`` note that
+the collate function lists in ``Batch.upscaled``.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ __all__ = ["DecodedItems", "collate_items", "decode_batches", "preload",
            "resize_square", "probe_source", "MAX_PROBED_SIZE"]
 
 MAX_PROBED_SIZE = 224
+MAX_UPSCALE = 4          # enlarging a shorter side more than this many times is noted
 _PROBE_ITEMS = 64
 _PRELOAD_CHUNK = 256
 
-# One decoded item: (source index, uint8 (3, S, S) or None, label, (location, reason) or None)
+# One decoded item: (source index, uint8 (3, S, S) or None, label, (location, reason) or None);
+# the (location, reason) of an item with an image is a note (upscaled), of one without it why it was skipped
 Item = tuple[int, torch.Tensor | None, int, tuple[str, str] | None]
 
 
@@ -53,15 +57,20 @@ class DecodedItems(Dataset):
             return index, None, label, (self.source.location(index), f"unreadable ({err})")
         try:
             image = decode_image(data, self.source.keys[index], min_size=self.size)
-            return index, to_square_uint8(image, self.size), label, None
+            width, height = image.size
+            note = None
+            if self.size > MAX_UPSCALE * min(width, height):
+                note = (self.source.location(index), f"upscaled from {width}x{height} (used, not skipped)")
+            return index, to_square_uint8(image, self.size), label, note
         except BadImageError as err:
             return index, None, label, (self.source.location(index), err.reason)
 
 
 def collate_items(items: list[Item]) -> Batch:
-    """Stack the good items of a batch; list the bad ones in ``Batch.bad``."""
+    """Stack the good items of a batch; list the bad ones in ``Batch.bad`` and the
+    upscaled ones in ``Batch.upscaled``."""
     good = [item for item in items if item[1] is not None]
-    bad = [item[3] for item in items if item[3] is not None]
+    bad = [item[3] for item in items if item[1] is None]
     if good:
         images = torch.stack([item[1] for item in good])
     else:  # size unknown here; decode_batches reshapes it to (0, 3, S, S)
@@ -72,6 +81,7 @@ def collate_items(items: list[Item]) -> Batch:
         index=torch.tensor([item[0] for item in good], dtype=torch.int64),
         masks=None,
         bad=bad,
+        upscaled=[item[3] for item in good if item[3] is not None],
     )
 
 
@@ -100,13 +110,15 @@ def decode_batches(source: Source, size: int, index_batches: Sequence[Sequence[i
         yield batch
 
 
-def preload(source: Source, size: int, num_workers: int, progress: bool
-            ) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
+def preload(source: Source, size: int, num_workers: int, progress: bool,
+            upscaled: list[tuple[str, str]] | None = None) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
     """Decode every item of a file-backed source into one tensor.
 
     Returns:
         images uint8 (K, 3, size, size) of the K good items in source order, their
-        source indices (K,), and the (location, reason) of every bad item.
+        source indices (K,), and the (location, reason) of every bad item. The notes
+        of kept items upscaled more than ``MAX_UPSCALE`` times are appended to
+        ``upscaled`` when given.
     """
     n = len(source)
     images = torch.empty((n, 3, size, size), dtype=torch.uint8)
@@ -120,6 +132,8 @@ def preload(source: Source, size: int, num_workers: int, progress: bool
             images[len(kept):len(kept) + count] = batch.images
             kept.extend(batch.index.tolist())
             bad.extend(batch.bad)
+            if upscaled is not None:
+                upscaled.extend(batch.upscaled)
             bar.update(count + len(batch.bad))
     return images[:len(kept)], kept, bad
 

@@ -7,7 +7,8 @@ Accepted specs (see :data:`ACCEPTED_FORMS`):
 * ``flat:PATH`` to force a directory or archive to be read as unlabelled;
 * a ``.tar``, ``.tar.gz`` / ``.tgz`` archive of such a folder (a single shared
   top-level directory is stripped), read without unpacking;
-* ``cifar10:DIR`` (train) and ``cifar10:DIR:test``, the official python format.
+* ``cifar10:DIR`` (train) and ``cifar10:DIR:test``, the official python format;
+* a ``.txt`` / ``.csv`` list of image paths (see :mod:`nolabel.data.listfile`).
 
 File-backed sources give encoded bytes through :meth:`Source.read`; in-memory
 sources (demo, cifar10) hold ready uint8 images instead. Every source is
@@ -37,6 +38,8 @@ ACCEPTED_FORMS = """accepted data specs:
   PATH/TO/FOLDER            images in <class>/<file> (labelled) or any layout (unlabelled)
   flat:PATH                 force a folder or archive to be read as unlabelled
   PATH/TO/ARCHIVE.tar | .tar.gz | .tgz   a folder packed in a tar archive
+  PATH/TO/LIST.txt | .csv   image paths, one a line (.txt) or a CSV with path[,label]
+                            columns; relative paths are read from the list's folder
   cifar10:DIR | cifar10:DIR:test         CIFAR-10 python format (downloaded into DIR)
   SPEC?subset=N             a seeded, class-stratified subset of N items of any of the above"""
 
@@ -274,4 +277,7 @@ def open_source(spec: str) -> Source:
         return _open_folder(spec, path, force_flat)
     if path.name.lower().endswith(_SEEKABLE_SUFFIXES + _STREAMED_SUFFIXES):
         return _open_tar(spec, path, force_flat)
-    raise _fail(spec, f"{path} is a file but not a .tar/.tar.gz/.tgz archive")
+    from nolabel.data.listfile import is_list_file, open_list
+    if is_list_file(path):
+        return open_list(spec, path, force_flat, lambda problem: _fail(spec, problem))
+    raise _fail(spec, f"{path} is a file but not a .tar/.tar.gz/.tgz archive nor a .txt/.csv list")

@@ -96,8 +96,26 @@ def attention_protocol(ctx: EvalContext, max_images: int = MAX_IMAGES, n_show: i
 
 def _overlays(ctx: EvalContext, images: Tensor, maps: Tensor, truth: Tensor | None, p: int, mass: float,
               best: int | None):
-    """PNG: per image, the image, its ground truth, each head's map over it, the heads'
-    mean, and the 60%-mass mask of the best head (or of the mean without ground truth)."""
+    """Save :func:`overlay_figure` as ``attention.png``."""
+    import matplotlib.pyplot as plt
+
+    fig = overlay_figure(images, maps, truth, p, mass, best)
+    path = ctx.path("attention.png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _to_unit(maps: Tensor) -> Tensor:
+    """Each map (..., S, S) divided by its maximum: 0..1, so that one colour bar reads them all."""
+    return maps / maps.amax((-2, -1), keepdim=True).clamp_min(1e-12)
+
+
+def overlay_figure(images: Tensor, maps: Tensor, truth: Tensor | None, p: int, mass: float, best: int | None):
+    """Per image (uint8 (n, 3, S, S); maps (n, heads, h, w)): the image, its ground truth,
+    each head's map over it, the heads' mean, and the 60%-mass mask of the best head (or
+    of the mean without ground truth). Each map is drawn relative to its own maximum, and
+    a colour bar gives that scale."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -105,11 +123,13 @@ def _overlays(ctx: EvalContext, images: Tensor, maps: Tensor, truth: Tensor | No
     n, heads = maps.shape[:2]
     size = images.shape[-1]
     up = F.interpolate(maps.float(), size=(size, size), mode="nearest")  # (n, heads, S, S)
-    mean_up = up.mean(1)
+    mean_up = _to_unit(up.mean(1))
+    up = _to_unit(up)
     chosen = maps[:, best] if best is not None else maps.mean(1)
     chosen_mask = pixel_masks(chosen[:, None], p, mass)[:, 0]
     cols = 1 + (truth is not None) + heads + 2
-    fig, axes = plt.subplots(n, cols, figsize=(cols * 1.1, n * 1.15), squeeze=False)
+    fig, axes = plt.subplots(n, cols, figsize=(cols * 1.1 + 0.6, n * 1.15), squeeze=False)
+    overlay = None
     for i in range(n):
         img = images[i].permute(1, 2, 0).numpy()
         panels = [("image", img, None)]
@@ -123,14 +143,14 @@ def _overlays(ctx: EvalContext, images: Tensor, maps: Tensor, truth: Tensor | No
             ax = axes[i, j]
             if cmap == "inferno":
                 ax.imshow(img)
-                ax.imshow(panel, cmap=cmap, alpha=0.6)
+                overlay = ax.imshow(panel, cmap=cmap, alpha=0.6, vmin=0.0, vmax=1.0)
             else:
                 ax.imshow(panel, cmap=cmap)
             ax.axis("off")
             if i == 0:
                 ax.set_title(title, fontsize=6)
     fig.tight_layout()
-    path = ctx.path("attention.png")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    bar = fig.colorbar(overlay, ax=axes, fraction=0.02, pad=0.01)
+    bar.set_label("attention / the map's maximum", fontsize=6)
+    bar.ax.tick_params(labelsize=6)
+    return fig

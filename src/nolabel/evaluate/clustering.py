@@ -4,7 +4,8 @@ k-means (faiss, :func:`nolabel.ops.kmeans.kmeans`, 20 Lloyd iterations, seeded) 
 l2-normalised test features, with k = the number of classes and k = 10 x that
 (capped at the number of images); each partition is compared with the labels by NMI
 (thesis 3.2.2), AMI, ARI and purity. A PNG shows random images of the largest
-clusters of the k = classes partition, one row per cluster.
+clusters of the k = classes partition, one row per cluster titled with its id, size and
+majority class (:func:`nolabel.evaluate.grid.cluster_grid`, as ``nolabel cluster``'s).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from nolabel.evaluate.context import EvalContext, EvalError
+from nolabel.evaluate.grid import cluster_grid, cluster_titles
 from nolabel.evaluate.metrics import ami, ari, nmi, purity
 from nolabel.ops.kmeans import kmeans
 
@@ -49,38 +51,21 @@ def clustering_protocol(ctx: EvalContext, multiples: Sequence[int] = MULTIPLES, 
         first = first or r
         result[f"k={m}x"] = {key: v for key, v in r.items() if key != "assignments"}
     if grid and first is not None:
-        result["grid"] = str(cluster_grid(ctx, role, first["assignments"], feats.y, feats.classes, seed))
+        result["grid"] = str(save_cluster_grid(ctx, role, first["assignments"], feats.y, feats.classes, seed))
     result["seconds"] = round(time.time() - t0, 2)
     return result
 
 
-def cluster_grid(ctx: EvalContext, role: str, assignments: torch.Tensor, labels: torch.Tensor,
-                 classes: list[str] | None, seed: int = 0, rows: int = GRID_ROWS, cols: int = GRID_COLS):
+def save_cluster_grid(ctx: EvalContext, role: str, assignments: torch.Tensor, labels: torch.Tensor,
+                      classes: list[str] | None, seed: int = 0, rows: int = GRID_ROWS, cols: int = GRID_COLS):
     """PNG of ``cols`` random images from each of the ``rows`` largest clusters."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rng = np.random.default_rng(seed)
     a, y = assignments.numpy(), labels.numpy()
     sizes = np.bincount(a)
     order = np.argsort(-sizes, kind="stable")[:rows]
     picks = [rng.choice(np.flatnonzero(a == c), size=min(cols, int(sizes[c])), replace=False) for c in order]
     images, _ = ctx.gather(role, np.concatenate(picks).tolist(), "clustering")
-    fig, axes = plt.subplots(len(order), cols, figsize=(cols * 1.1, len(order) * 1.2), squeeze=False)
-    at = 0
-    for r, (c, pick) in enumerate(zip(order, picks)):
-        top = np.bincount(y[a == c]).argmax()
-        share = float((y[a == c] == top).mean())
-        name = classes[top] if classes and top < len(classes) else str(top)
-        axes[r, 0].set_title(f"cluster {c}: {sizes[c]} images, {share:.0%} {name}", loc="left", fontsize=7)
-        for j in range(cols):
-            axes[r, j].axis("off")
-            if j < len(pick):
-                axes[r, j].imshow(images[at].permute(1, 2, 0).numpy())
-                at += 1
-    fig.tight_layout()
+    titles = cluster_titles(order.tolist(), a, y, classes)
     path = ctx.path("clustering_grid.png")
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    cluster_grid(images, picks, titles).save(path)
     return path

@@ -124,7 +124,7 @@ class EvalContext:
     def spec(self, role: str, protocol: str) -> str:
         spec = self.specs[role]
         if spec is None:
-            raise EvalError(f"eval {protocol} needs --{role} SPEC (a folder, .tar/.tar.gz, cifar10:DIR or demo)")
+            raise EvalError(f"eval {protocol} needs --{role} SPEC (a folder, .tar/.tar.gz, .txt/.csv list, cifar10:DIR or demo)")
         return spec
 
     def dataset(self, role: str, protocol: str = "all") -> ImageSet:

@@ -46,7 +46,7 @@ def default_cache_dir() -> Path:
 def data_error(role: str, spec: str, err: DataError) -> UseError:
     """A data layer error as one line naming the option (its list of accepted specs shortened)."""
     lines = str(err).splitlines()
-    return UseError(f"{role} {spec}: {lines[0] if lines else err} (give a folder or .tar/.tar.gz of images, "
+    return UseError(f"{role} {spec}: {lines[0] if lines else err} (give a folder, .tar/.tar.gz or .txt/.csv list of images, "
                     "flat:PATH, cifar10:DIR or demo)")
 
 

@@ -17,7 +17,7 @@ LISTED_UNREADABLE = 10
 
 def _common(p) -> None:
     p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--data", required=True, help="the collection: folder, .tar/.tar.gz, flat:PATH, cifar10:DIR, demo")
+    p.add_argument("--data", required=True, help="the collection: folder, .tar/.tar.gz, .txt/.csv list, flat:PATH, cifar10:DIR, demo")
     p.add_argument("--image-size", type=int, default=None, help="side images are read at (default: the model's)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     p.add_argument("--device", default="auto")

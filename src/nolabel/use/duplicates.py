@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nolabel.evaluate.grid import tile_grid
 from nolabel.use.collection import Collection, load_collection
 from nolabel.use.errors import UseError
-from nolabel.use.grid import tile_grid
 from nolabel.use.neighbors import EXACT_BELOW, TILE, cosine_index, unit_rows
 from nolabel.use.publish import csv_writer, json_writer, png_writer, publish
 

@@ -5,7 +5,7 @@
 - :func:`square_images`: a uint8 tensor checked and resized to the model's side (the data
   layer's policy for in-memory images);
 - :func:`read_image_file`: one image file decoded like every file of a collection
-  (:func:`is_image_file`: a path to one, not to an archive);
+  (:func:`is_image_file`: a path to one, not to an archive or a list file);
 - :func:`embed_images`: features of a tensor of images, batched.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from nolabel.data import BadImageError, decode_image, to_square_uint8
+from nolabel.data.listfile import LIST_SUFFIXES
 from nolabel.data.loading import resize_square
 from nolabel.evaluate.models import FeatureModel
 from nolabel.use.errors import UseError
@@ -24,9 +25,9 @@ ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
 def is_image_file(path) -> bool:
-    """A path to one file that is not an archive (an archive is a collection)."""
+    """A path to one file that is not an archive nor a .txt/.csv list (those are collections)."""
     return isinstance(path, (str, Path)) and Path(path).expanduser().is_file() \
-        and not Path(path).name.lower().endswith(ARCHIVE_SUFFIXES)
+        and not Path(path).name.lower().endswith(ARCHIVE_SUFFIXES + LIST_SUFFIXES)
 
 
 def as_model(model) -> str | FeatureModel:

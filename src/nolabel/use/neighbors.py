@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nolabel.evaluate.grid import tile_grid
 from nolabel.use.collection import Collection, load_collection, resolve_model
 from nolabel.use.errors import UseError
-from nolabel.use.grid import tile_grid
 from nolabel.use.inputs import embed_images, is_image_file, read_image_file
 from nolabel.use.publish import csv_writer, json_writer, png_writer, publish
 
