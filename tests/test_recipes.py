@@ -81,6 +81,28 @@ def test_config_file_values_are_explicit(tmp_path):
     assert cfg.method_config.temperature == 0.7 and cfg.run.recipe == "small"
 
 
+@pytest.mark.parametrize("name", sorted(n for n in method_names() if get_method(n).recipes))
+def test_every_small_recipe_trains(tmp_path, name):
+    """A few steps of each method under its small recipe: finite losses, config.yaml states it."""
+    import math
+
+    from nolabel.runlog import MetricsLog
+    from nolabel.train import train
+
+    cfg = apply_overrides(new_config(name), [
+        "--data.train=demo?n=32", "--run.epochs=1", "--run.batch_size=16", "--run.progress=false",
+        "--run.log_every=1", "--run.precision=fp32", "--run.threads=1", "--eval.every=0",
+        "--model.backbone=resnet18", "--model.width=0.125", f"--run.out={tmp_path / name}"])
+    run = train(cfg)
+    saved = load_yaml(run / "config.yaml")
+    assert saved.run.recipe == "small"
+    for key, value in get_method(name).recipes["small"].items():
+        section, field = key.split(".")
+        assert getattr(saved.sections()[section], field) == value, key
+    losses = [r["loss"] for r in MetricsLog(run).read() if r["type"] == "step"]
+    assert losses and all(math.isfinite(v) for v in losses)
+
+
 def test_the_run_records_its_recipe(tmp_path):
     """Through the real loop: config.yaml names the recipe and holds its values; a bad
     name fails before any image is decoded."""

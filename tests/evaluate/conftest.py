@@ -1,33 +1,14 @@
-"""Tiny models and data shared by the protocol tests: exported 1-block ViT and 1/8-width
-ResNet-18 (built, not trained: the protocols only need a network), 64 demo images."""
+"""Data shared by the protocol tests: 64 demo images (the exported tiny ViT and ResNet
+fixtures are in tests/conftest.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from nolabel.backbones import build_backbone
-from nolabel.checkpoint import export_backbone
 from nolabel.evaluate.context import EvalContext
 
 TRAIN, TEST = "demo?n=64", "demo:test?n=32"
-
-
-def export(path, name, seed=0, **kwargs):
-    torch.manual_seed(seed)
-    export_backbone(build_backbone(name, image_size=32, **kwargs), path, {"image_size": 32})
-    return str(path)
-
-
-@pytest.fixture(scope="session")
-def tiny_vit(tmp_path_factory):
-    return export(tmp_path_factory.mktemp("vit"), "vit_tiny", patch_size=8, depth=1, embed_dim=32, num_heads=2)
-
-
-@pytest.fixture(scope="session")
-def tiny_resnet(tmp_path_factory):
-    return export(tmp_path_factory.mktemp("resnet"), "resnet18", width=0.125)
 
 
 @pytest.fixture(scope="session")

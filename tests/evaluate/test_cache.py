@@ -10,7 +10,8 @@ import torch
 from nolabel.evaluate import context
 from nolabel.evaluate.cache import data_stamp, embed_normalized, weights_digest
 from nolabel.evaluate.context import EvalContext, EvalError
-from tests.evaluate.conftest import TEST, TRAIN, export
+from tests.conftest import export
+from tests.evaluate.conftest import TEST, TRAIN
 
 
 @pytest.fixture

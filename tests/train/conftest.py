@@ -7,11 +7,13 @@ from nolabel.config import apply_overrides, new_config
 # and --run.threads=auto depends on the load (dist_setup), while the tests compare a run's numbers
 # with a direct computation or with another run (the last bits depend on the thread count); the
 # bf16 and auto paths have their own tests (tests/train/test_precision.py).
+# --run.recipe=thesis: the tests compare a method with its paper's formulas and values; the small
+# recipes (presets.apply_recipe) have their own tests (tests/test_recipes.py).
 TINY = ["--data.train=demo?n=64", "--run.epochs=2", "--run.batch_size=16", "--run.log_every=1",
         "--run.progress=false", "--run.precision=fp32", "--run.threads=1", "--model.backbone=vit_tiny",
         "--model.patch_size=8", "--model.depth=1",
         "--model.embed_dim=32", "--model.num_heads=2", "--dino.out_dim=64", "--dino.hidden_dim=64",
-        "--dino.bottleneck_dim=16", "--dino.n_local_views=2"]
+        "--dino.bottleneck_dim=16", "--dino.n_local_views=2", "--run.recipe=thesis"]
 
 
 @pytest.fixture

@@ -21,16 +21,10 @@ from nolabel.backbones import build_backbone
 from nolabel.checkpoint import export_backbone
 from nolabel.data import generate_demo, open_images
 from nolabel.views import normalize
+from tests.conftest import export
 
 SIZE = 16
 BANK = f"demo?n=1000&size={SIZE}"
-
-
-def export(path, name, seed=0, **kwargs):
-    torch.manual_seed(seed)
-    size = kwargs.pop("image_size", 32)
-    export_backbone(build_backbone(name, image_size=size, **kwargs), path, {"image_size": size})
-    return str(path)
 
 
 @pytest.fixture(scope="session")
@@ -60,12 +54,6 @@ def trained_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("trained")
     export_backbone(network.eval(), out, {"image_size": SIZE})
     return str(out)
-
-
-@pytest.fixture(scope="session")
-def tiny_vit(tmp_path_factory):
-    """Untrained 1-block ViT, patch 8, exported for 32 px."""
-    return export(tmp_path_factory.mktemp("vit"), "vit_tiny", patch_size=8, depth=1, embed_dim=32, num_heads=2)
 
 
 @pytest.fixture(scope="session")

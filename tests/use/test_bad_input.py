@@ -26,7 +26,7 @@ def setting(tmp_path, tiny_vit, cache_dir):
 CASES = [
     # (argv with {placeholders}, words the message must hold)
     (["neighbors", "{vit}", "--data", "{photos}", "--query", "{tmp}/notes.txt"],
-     ["--query", "notes.txt", "not an image", "give an image file"]),
+     ["--query", "notes.txt", "none of the 1 files listed", "give an image file"]),   # a .txt is a list
     (["neighbors", "{vit}", "--data", "{photos}", "--query", "{tmp}/fake.png"],
      ["--query", "fake.png", "give an image file"]),
     (["neighbors", "{vit}", "--data", "{photos}", "--query", "{tmp}/missing.jpg"],

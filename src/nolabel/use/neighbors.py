@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nolabel.data import DataError, open_source
 from nolabel.evaluate.grid import tile_grid
 from nolabel.use.collection import Collection, load_collection, resolve_model
 from nolabel.use.errors import UseError
@@ -167,6 +168,13 @@ def run_neighbors(model, data_spec: str, query, k: int, out, *, image_size: int 
     path = check_query(query)
     model, size = resolve_model(model, data_spec, image_size, "--data", "--image-size")
     image = read_image_file(path, size, "--query") if is_image_file(path) else None    # refused before any work
+    if image is None:     # a folder, archive or .txt/.csv list of queries: its listing checked before any work
+        try:
+            open_source(str(path))
+        except DataError as exc:
+            reason = str(exc).splitlines()[0].removeprefix(f"cannot open data spec '{path}': ")
+            raise UseError(f"--query {query}: {reason}; give an image file, a folder or archive of images, "
+                           "or a .txt/.csv list of image paths") from None
     collection = load_collection(model, data_spec, image_size=size, batch_size=batch_size, device=device,
                                  cache_dir=cache_dir, progress=progress)
     queries = load_queries(collection, query, batch_size=batch_size, device=device, cache_dir=cache_dir,
