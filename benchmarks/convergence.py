@@ -88,6 +88,9 @@ def main(argv=None) -> dict:
     p.add_argument("--eval-every", type=int, default=0, help="epochs between k-NN points (0: about 10 points)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/conv-METHOD)")
     p.add_argument("--set", nargs="*", default=[], help="config overrides section.key=value")
+    p.add_argument("--score-only", action="store_true",
+                   help="score the finished run in --out (its training is not repeated), e.g. after the "
+                        "scoring stopped; the training time is read from its train.log")
     p.add_argument("--plot", type=Path, default=None, help="draw the curves of REPORTS into this PNG and exit")
     p.add_argument("reports", nargs="*", type=Path, help="with --plot: convergence.json files")
     a = p.parse_args(argv)
@@ -103,6 +106,14 @@ def main(argv=None) -> dict:
             sys.exit(f"CIFAR-10 archives not found in {a.data}: expected train.tar.gz and test.tar.gz "
                      "(or give --train-spec and --test-spec)")
     out = a.out or Path(f"runs/conv-{a.method}")
+    if a.score_only:
+        cfg = load_yaml(out / "config.yaml") if (out / "config.yaml").is_file() else None
+        train_seconds = logged_training_seconds(out / "train.log")
+        if cfg is None or train_seconds is None or not (out / "checkpoint.pt").is_file():
+            sys.exit(f"--score-only: {out} holds no finished run (config.yaml, checkpoint.pt and a train.log "
+                     "that ends with 'done:')")
+        steps_per_epoch = len(open_source(train_spec)) // cfg.run.batch_size
+        return finish(a, out, train_spec, test_spec, cfg.run.epochs, steps_per_epoch, None, train_seconds, t_start)
     if (out / "checkpoint.pt").exists():
         sys.exit(f"{out} already holds a run: choose another --out or delete that folder")
     base = [f"data.train={train_spec}", "model.backbone=resnet18", "model.width=0.25", "model.small_stem=true",
@@ -119,7 +130,28 @@ def main(argv=None) -> dict:
                           f"eval.knn_train={train_spec}", f"eval.knn_test={test_spec}", f"eval.every={every}"])
     t0 = time.time()
     train(cfg)
-    train_seconds = time.time() - t0
+    return finish(a, out, train_spec, test_spec, epochs, steps_per_epoch, step_s, time.time() - t0, t_start)
+
+
+def logged_training_seconds(log: Path) -> float | None:
+    """Seconds from a run's first line (its data line) to its 'done:' line in train.log
+    (times of day; a run that passes midnight counts the day); None without 'done:'."""
+    if not log.is_file():
+        return None
+    stamps = [(line[:8], line) for line in log.read_text().splitlines() if len(line) > 8 and line[2] == ":"]
+    ends = [t for t, line in stamps if " done: " in line]
+    if not stamps or not ends:
+        return None
+
+    def seconds(t):
+        h, m, s = (int(x) for x in t.split(":"))
+        return 3600 * h + 60 * m + s
+    return (seconds(ends[-1]) - seconds(stamps[0][0])) % 86400
+
+
+def finish(a, out: Path, train_spec: str, test_spec: str, epochs: int, steps_per_epoch: int,
+           step_s: float | None, train_seconds: float, t_start: float) -> dict:
+    """Score the trained run against random init and pixels; write and return the report."""
     cfg = load_yaml(out / "config.yaml")
     records = MetricsLog(out).read()
     curve = [{k: r[k] for k in ("epoch", "step", "knn_top1_k20", "knn_top1_k200", "seconds") if k in r}
@@ -133,9 +165,11 @@ def main(argv=None) -> dict:
     report = {
         "method": a.method, "recipe": cfg.run.recipe, "minutes_budget": a.minutes, "overrides": a.set,
         "epochs": epochs,
-        "batch_size": a.batch_size, "steps": epochs * steps_per_epoch, "probe_step_seconds": round(step_s, 4),
+        "batch_size": cfg.run.batch_size, "steps": epochs * steps_per_epoch,
+        "probe_step_seconds": None if step_s is None else round(step_s, 4),
         "train_seconds": round(train_seconds, 1), "score_seconds": round(time.time() - t1, 1),
-        "total_seconds": round(time.time() - t_start, 1), "train_images": n_train, "knn_bank_images": len(bank),
+        "total_seconds": round(time.time() - t_start, 1), "score_only": a.score_only,
+        "train_images": len(bank), "knn_bank_images": len(bank),
         "test_images": len(test), "precision": cfg.run.precision, "threads": torch.get_num_threads(),
         "knn_top1": results, "nmi_kmeans_test": nmis, "curve": curve,
         "curve_protocol": f"in-training k-NN: bank {cfg.eval.bank_size} of {train_spec}, "
@@ -150,7 +184,7 @@ def main(argv=None) -> dict:
 
 
 def plot_curves(reports: list[Path], png: Path) -> dict:
-    """One panel per protocol: in-training k-NN top-1 against training minutes, one line
+    """One panel per protocol: in-training k-NN top-1 against the budget's minutes, one line
     per report, with the report's final random-init and pixel k-NN as dotted levels."""
     import matplotlib
     matplotlib.use("Agg")
@@ -161,12 +195,14 @@ def plot_curves(reports: list[Path], png: Path) -> dict:
     for ax, (key, proto, title) in zip(axes, (("knn_top1_k200", "lightly", "k=200, T=0.1"),
                                                ("knn_top1_k20", "thesis", "k=20, T=0.07"))):
         for rep in loaded:
-            minutes = [rep["train_seconds"] / 60 * (c["step"] + 1) / rep["steps"] for c in rep["curve"]]
+            # the place in the budget the run's steps were planned for (the probe's quiet step time):
+            # a run slowed by other jobs is drawn where its steps belong, not stretched
+            minutes = [rep["minutes_budget"] * (c["step"] + 1) / rep["steps"] for c in rep["curve"]]
             line, = ax.plot(minutes, [c[key] for c in rep["curve"]], marker="o", label=rep["method"])
             ax.axhline(rep["knn_top1"]["pixels"][proto], color=line.get_color(), ls=":", lw=1)
         ax.axhline(loaded[0]["knn_top1"]["random_init"][proto], color="grey", ls="--", lw=1, label="random init")
         ax.set_title(f"in-training k-NN top-1 ({title}); dotted: raw pixels")
-        ax.set_xlabel("training minutes")
+        ax.set_xlabel("minutes into the budget (step / planned steps)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("k-NN top-1 (%)")
     axes[0].legend(fontsize=8)
