@@ -207,6 +207,10 @@ def train(cfg: Config, resume: bool = False,
         raise
 
     epoch, start_step, global_step = 0, 0, 0
+    # the running sums of the epoch an interruption cut (a mid-epoch checkpoint carries them), so
+    # that the resumed epoch's record averages over all its steps, as an uninterrupted run's does
+    resumed_sums: dict[str, float] = {}
+    resumed_count = 0
     metrics = MetricsLog(out, enabled=main, tensorboard=cfg.run.tensorboard)
     ckpt_path = out / CHECKPOINT
     if resume:
@@ -214,6 +218,7 @@ def train(cfg: Config, resume: bool = False,
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         epoch, start_step, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        resumed_sums, resumed_count = dict(state.get("epoch_sums", {})), int(state.get("epoch_count", 0))
         set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
         threads = dist_setup.set_cpu_threads(cfg.run.threads, state.get("threads"))   # auto: the run's own count
         metrics.truncate_from(global_step)
@@ -226,13 +231,14 @@ def train(cfg: Config, resume: bool = False,
     autocast = dist_setup.autocast(device, precision)
     trainable = [p for p in method.parameters() if p.requires_grad]
 
-    def checkpoint(ep: int, step_in_epoch: int) -> None:
+    def checkpoint(ep: int, step_in_epoch: int, sums: dict | None = None, count: int = 0) -> None:
         rngs = dist.all_gather_object(rng_state())
         if main:
             save_checkpoint(ckpt_path, {
                 "method": method.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": ep, "step_in_epoch": step_in_epoch,
-                "global_step": global_step, "rng": rngs, "config": cfg.to_dict(), "threads": threads})
+                "global_step": global_step, "rng": rngs, "config": cfg.to_dict(), "threads": threads,
+                "epoch_sums": dict(sums or {}), "epoch_count": count})
 
     data_pass = _whole_dataset_pass(method, data, per_process, device, autocast, rank, world, log, memory_format)
     progress = Progress(main and cfg.run.progress, total_steps)
@@ -242,8 +248,8 @@ def train(cfg: Config, resume: bool = False,
             if start_step == 0:   # mid-epoch resumes keep the hook's results from the checkpoint
                 method.on_epoch_start(epoch, data_pass)
             progress.start_epoch(epoch, cfg.run.epochs, steps_per_epoch, start_step)
-            sums: dict[str, float] = {}
-            count = 0
+            sums: dict[str, float] = resumed_sums if start_step else {}
+            count = resumed_count if start_step else 0
             t_last = time.time()
             batches = data.batches(per_process, shuffle=True, seed=cfg.run.seed, epoch=epoch,
                                    start_step=start_step, drop_last=True, rank=rank, world_size=world,
@@ -298,7 +304,7 @@ def train(cfg: Config, resume: bool = False,
                     break
             progress.close()
             if stop.signal is not None and step_in_epoch < steps_per_epoch:
-                checkpoint(epoch, step_in_epoch)
+                checkpoint(epoch, step_in_epoch, sums, count)
                 _interrupted(stop.signal, out, epoch + 1, global_step, log)
             means = {k: v / max(count, 1) for k, v in sums.items()}
             _end_of_epoch(method, means, epoch, global_step, data, metrics, log)

@@ -61,6 +61,12 @@ def test_sigint_then_resume_matches_uninterrupted(tiny_config, interrupt_at, ext
     for (_, a), (_, b) in zip(resumed, reference):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
     assert len(knn_curves(full)) == 2 and knn_curves(out) == knn_curves(full)   # k-NN curves on by default
+    # the epoch records' means cover the whole epoch, the steps before the interruption too (issue 14)
+    epochs = lambda run: [r for r in MetricsLog(run).read() if r["type"] == "epoch"]   # noqa: E731
+    assert [r["epoch"] for r in epochs(out)] == [r["epoch"] for r in epochs(full)] == [0, 1]
+    for got, want in zip(epochs(out), epochs(full)):
+        for key in ("loss", "lr", "weight_decay", "teacher_momentum"):
+            assert got[key] == pytest.approx(want[key], rel=1e-6, abs=1e-7), (got["epoch"], key)
     a = load_checkpoint(out / "checkpoint.pt")["method"]
     b = load_checkpoint(full / "checkpoint.pt")["method"]
     for key in b:
