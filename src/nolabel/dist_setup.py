@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nolabel.config import switch
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")   # x86 instructions computing bf16 products natively
 
@@ -72,9 +74,7 @@ def memory_format(setting: str | bool, backbone: str, device: torch.device) -> t
     """``--run.channels_last``: ``torch.channels_last`` for the model's weights and the
     input views, or ``torch.contiguous_format``. ``auto``: channels-last for ResNets on CPU
     and CUDA (their convolutions run faster in NHWC), never for ViTs (one patch convolution)."""
-    value = {"auto": "auto", "true": True, "false": False}.get(str(setting).lower())
-    if value is None:
-        raise ValueError(f"--run.channels_last={setting!r}: choose auto, true or false")
+    value = switch(setting, "--run.channels_last")
     if value == "auto":
         value = backbone.startswith("resnet") and device.type in ("cpu", "cuda")
     return torch.channels_last if value else torch.contiguous_format
