@@ -27,10 +27,11 @@ from demo_learnability import demo_design, design_changes, design_options  # noq
 
 from nolabel.config import apply_overrides, load_yaml, new_config  # noqa: E402
 from nolabel.data import open_images  # noqa: E402
-from nolabel.evaluate.protocols import knn_protocol  # noqa: E402
+from nolabel.evaluate.knn import knn_protocol  # noqa: E402
 from nolabel.presets import apply_demo_preset, drop_foreign_demo_options, is_demo  # noqa: E402
 from nolabel.runlog import MetricsLog  # noqa: E402
-from nolabel.train import CONFIG_FILE, train  # noqa: E402
+from nolabel.runs import CONFIG_FILE  # noqa: E402
+from nolabel.train import train  # noqa: E402
 
 
 def main(argv=None) -> dict:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nolabel.backbones import build_backbone
-from nolabel.checkpoint import export_backbone
+from nolabel.runs import export_backbone
 
 
 def export(path, name, seed=0, image_size=32, **kwargs):

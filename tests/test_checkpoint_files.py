@@ -6,7 +6,8 @@ import stat
 import pytest
 import torch.nn as nn
 
-from nolabel.checkpoint import EXPORT_CONFIG, EXPORT_WEIGHTS, atomic_write, export_backbone
+from nolabel.atomic import atomic_write
+from nolabel.runs import EXPORT_CONFIG, EXPORT_WEIGHTS, export_backbone
 
 
 @pytest.fixture

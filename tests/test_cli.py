@@ -162,7 +162,7 @@ def test_train_on_a_list_file_and_export_torchscript_or_refuse_timm(tmp_path, ca
     code, _, err = run(["train", "--out", str(out), "--method", "dino", "--data", str(listing),
                         "--run.epochs=1"] + tiny, capsys)
     assert code == 0, err
-    from nolabel.train import BAD_FILES
+    from nolabel.runs import BAD_FILES
     assert (out / BAD_FILES).read_text().startswith(f"{tmp_path / 'imgs' / 'missing.png'}\tunreadable")
     code, _, err = run(["export", str(out), str(tmp_path / "timm"), "--format", "timm"], capsys)
     assert code == 2 and "patch_size=8 (timm's is 16)" in err and not (tmp_path / "timm").exists()

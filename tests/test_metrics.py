@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nolabel.evaluate.metrics import (ami, ari, attention_mass_mask, average_precision, contingency,
+from nolabel.metrics import (ami, ari, attention_mass_mask, average_precision, contingency,
                                       copy_detection_map, jaccard, mean_average_precision, nmi, purity,
                                       recall_at_k)
 

@@ -5,15 +5,11 @@ __version__ = "0.1.0"
 def load_backbone(path, map_location: str = "cpu"):
     """Load a trained backbone in eval mode: an export folder (``nolabel export``:
     safetensors, no unpickling) or a run folder (``nolabel train``: its checkpoint)."""
-    from pathlib import Path
+    from nolabel.runs import is_run, load_backbone as _load, load_encoder
 
-    from nolabel.checkpoint import load_backbone as _load
-
-    if (Path(path) / "config.yaml").is_file() and not (Path(path) / "backbone.safetensors").is_file():
-        from nolabel.evaluate.models import load_model
-
-        return load_model(str(path)).network.to(map_location).eval()
-    return _load(path, map_location)
+    if is_run(path):
+        return load_encoder(path, map_location)[0]
+    return _load(path, map_location)    # an export, or the message saying what an export holds
 
 
 def embed(model, images_or_spec, **options):

@@ -1,15 +1,13 @@
-"""Checkpoints: atomic save, exact resume, and backbone export as safetensors.
+"""Checkpoints: atomic save and exact resume (the run folder's other files: :mod:`nolabel.runs`).
 
 A checkpoint is loaded with ``torch.load(weights_only=True)``: only tensors and plain
 containers, never pickled code. RNG states are stored as tensors and ints for that.
 A run keeps its last two checkpoints, ``checkpoint.pt`` and ``checkpoint.prev.pt``
 (each put in place by a rename), so a damaged newest one (a disk that filled up, a copy
 cut short) costs one checkpoint interval, not the run.
-An exported backbone is ``backbone.safetensors`` plus ``config.json``.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import shlex
@@ -19,37 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+
+from nolabel.atomic import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
 # What the training loop reads back on resume: a file without these is not a run's checkpoint.
 RESUME_KEYS = ("method", "optimizer", "scaler", "epoch", "step_in_epoch", "global_step", "rng", "config")
-EXPORT_WEIGHTS = "backbone.safetensors"
-EXPORT_CONFIG = "config.json"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``:
-    a crash mid-write never leaves a half-written file in place. The file gets the mode
-    a plain ``open`` would give it (0666 less the umask), whatever mode ``write`` gave the
-    temporary file (safetensors creates it 0600)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _umask() -> int:
-    """The process's umask (reading it means setting it: set it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 class CheckpointError(ValueError):
@@ -172,36 +146,3 @@ def state_with_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, 
     if not out:
         raise KeyError(f"no weights under {prefix!r} in this checkpoint")
     return out
-
-
-def export_backbone(backbone: nn.Module, out_dir: Path, meta: dict[str, Any]) -> Path:
-    """Write ``backbone.safetensors`` and ``config.json`` (the backbone's ``spec`` plus
-    ``meta``) into ``out_dir``."""
-    from safetensors.torch import save_file
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
-    atomic_write(out_dir / EXPORT_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
-    config = {"backbone": backbone.spec, **meta}
-    atomic_write(out_dir / EXPORT_CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=2)))
-    return out_dir
-
-
-def load_backbone(path: str | Path, map_location: str = "cpu") -> nn.Module:
-    """Rebuild an exported backbone from its folder (safetensors: no unpickling), in
-    eval mode. Its ``config.json`` is attached as ``model.export_config``."""
-    from safetensors.torch import load_file
-
-    from nolabel.backbones import build_backbone
-
-    path = Path(path)
-    cfg_path, weights = path / EXPORT_CONFIG, path / EXPORT_WEIGHTS
-    if not cfg_path.is_file() or not weights.is_file():
-        raise FileNotFoundError(f"{path} is not an exported backbone: expected {EXPORT_CONFIG} and "
-                                f"{EXPORT_WEIGHTS} (make one with `nolabel export RUN_DIR OUT_DIR`)")
-    config = json.loads(cfg_path.read_text())
-    model = build_backbone(**config["backbone"])
-    model.load_state_dict(load_file(str(weights), device=map_location))
-    model.export_config = config
-    return model.eval()

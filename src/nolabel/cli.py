@@ -6,7 +6,6 @@ with exit status 2; nothing is half-written.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -46,19 +45,8 @@ def _train_parser(sub) -> None:
 
 def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate frozen features (one protocol, or all of them)")
-    esub = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
-    k = esub.add_parser("knn", help="weighted k-NN classification (thesis 5.3.2)", allow_abbrev=False)
-    k.add_argument("model", help="run folder, exported backbone, random:<backbone> or pixels")
-    k.add_argument("--train", required=True, help="labelled data spec the neighbours come from")
-    k.add_argument("--test", required=True, help="labelled data spec to classify")
-    k.add_argument("--k", type=int, default=None, help="neighbours (default 20; 200 with --protocol lightly)")
-    k.add_argument("--temperature", type=float, default=None, help="vote temperature (default 0.07)")
-    k.add_argument("--protocol", choices=["thesis", "lightly"], default="thesis",
-                   help="thesis: k=20, T=0.07; lightly: k=200, T=0.1")
-    k.add_argument("--batch-size", type=int, default=256)
-    k.add_argument("--device", default="auto")
-    k.add_argument("--json", default=None, help="also write the result to this JSON file")
-    from nolabel.evaluate.commands import add_parsers
+    esub = p.add_subparsers(dest="eval_command", required=True, metavar="PROTOCOL")
+    from nolabel.evaluate.commands import add_parsers     # `all` and every registered protocol
     add_parsers(esub)
 
 
@@ -135,8 +123,8 @@ def _explicit_settings(args, overrides: list[str]) -> list[str]:
 
 def cmd_train(args, overrides: list[str]) -> int:
     from nolabel.config import apply_overrides, diff, load_yaml, new_config
-    from nolabel.train import CONFIG_FILE, train
-    from nolabel.checkpoint import CHECKPOINT, PREVIOUS
+    from nolabel.runs import CHECKPOINT, CONFIG_FILE, PREVIOUS
+    from nolabel.train import train
     from nolabel.presets import apply_demo_preset, drop_foreign_demo_options, is_demo
 
     out = Path(args.out)
@@ -180,48 +168,28 @@ def _report_train(run_dir: Path) -> int:
 
 
 def cmd_eval(args) -> int:
-    from nolabel.evaluate.protocols import KNN_PROTOCOLS, knn_protocol
-
-    if getattr(args, "eval_protocol", None):  # every protocol but knn
-        from nolabel.evaluate.commands import run
-        return run(args)
-
-    k_default, t_default = KNN_PROTOCOLS[args.protocol]
-    k = args.k if args.k is not None else k_default
-    t = args.temperature if args.temperature is not None else t_default
-    if k < 1:
-        raise CliError(f"--k {k}: the number of neighbours must be at least 1")
-    if t <= 0:
-        raise CliError(f"--temperature {t}: must be positive")
-    result = knn_protocol(args.model, args.train, args.test, k=k, temperature=t,
-                          batch_size=args.batch_size, device=args.device)
-    print(f"k-NN ({result['model']}, k={k}, T={t}): top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
-          f"({result['n_train']} train, {result['n_test']} test)")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
+    from nolabel.evaluate.commands import run
+    return run(args)
 
 
 def cmd_export(args) -> int:
-    from nolabel.checkpoint import export_backbone
     from nolabel.config import load_yaml
-    from nolabel.evaluate.models import load_model
+    from nolabel.runs import CONFIG_FILE, export_backbone, is_run, load_encoder
 
     run = Path(args.run_dir)
-    if not (run / "config.yaml").is_file():
-        raise CliError(f"{run} is not a run folder (no config.yaml): give the --out of `nolabel train`")
-    cfg = load_yaml(run / "config.yaml")
-    model = load_model(str(run))
+    if not is_run(run):
+        raise CliError(f"{run} is not a run folder (no {CONFIG_FILE} and checkpoint): give the --out of `nolabel train`")
+    cfg = load_yaml(run / CONFIG_FILE)
+    network, _ = load_encoder(run)
     meta = {"image_size": cfg.data.image_size, "method": cfg.method, "run": str(run.resolve()),
             "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     if args.format != "safetensors":
         from nolabel.export_formats import export_timm, export_torchscript
         write = export_timm if args.format == "timm" else export_torchscript
-        usage = write(model.network, Path(args.out_dir), meta)
+        usage = write(network, Path(args.out_dir), meta)
         print(f"exported {cfg.model.backbone} from {run} to {args.out_dir} as {args.format}: {usage}")
         return 0
-    export_backbone(model.network, Path(args.out_dir), meta)
+    export_backbone(network, Path(args.out_dir), meta)
     print(f"exported {cfg.model.backbone} from {run} to {args.out_dir} (load with nolabel.load_backbone)")
     return 0
 
@@ -248,17 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     from nolabel.data import DataError
     from nolabel.train import TrainingError, TrainingInterrupted
 
+    commands = {"train": lambda: cmd_train(args, overrides), "demo": lambda: cmd_demo(args, overrides),
+                "eval": lambda: cmd_eval(args), "export": lambda: cmd_export(args),
+                "cluster": lambda: cmd_cluster(args)}
     try:
-        if args.command == "train":
-            return cmd_train(args, overrides)
-        if args.command == "eval":
-            return cmd_eval(args)
-        if args.command == "export":
-            return cmd_export(args)
-        if args.command == "demo":
-            return cmd_demo(args, overrides)
-        if args.command == "cluster":
-            return cmd_cluster(args)
+        if args.command in commands:
+            return commands[args.command]()
         if args.command in ("embed", "neighbors", "duplicates"):
             from nolabel.use.commands import run as run_use
             return run_use(args)

@@ -18,7 +18,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from nolabel.evaluate.grid import cluster_grid, cluster_titles
-from nolabel.evaluate.metrics import nmi
+from nolabel.metrics import nmi
 from nolabel.ops.kmeans import kmeans
 from nolabel.use.collection import Collection, load_collection
 from nolabel.use.publish import csv_writer, json_writer, png_writer, publish

@@ -1,4 +1,4 @@
-"""Typed run configuration (architecture convention 7).
+"""Typed run configuration (docs/architecture.md, "Configuration").
 
 A run is described by a :class:`Config`: general sections (``data``, ``model``,
 ``optim``, ``run``) and one section named after the method (``dino``, ...) whose
@@ -130,7 +130,7 @@ class Config:
 
 
 def _method_config_class(method: str) -> type:
-    from nolabel.methods import get_method  # late import: methods import config
+    from nolabel.methods import get_method  # here, not at the top: the registry imports torch and every method
     return get_method(method).Config
 
 

@@ -18,11 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from nolabel.checkpoint import CHECKPOINT
 from nolabel.config import apply_overrides, diff, load_yaml, new_config
-from nolabel.evaluate.protocols import knn_protocol
+from nolabel.evaluate.knn import knn_protocol
 from nolabel.presets import DEMO_METHOD, apply_demo_preset
-from nolabel.train import CONFIG_FILE, TrainingInterrupted, train
+from nolabel.runs import CHECKPOINT, CONFIG_FILE
+from nolabel.train import TrainingInterrupted, train
 
 TRAIN, TEST = "demo:train", "demo:test"
 

@@ -118,10 +118,8 @@ def cpu_threads(setting: int | str) -> int:
     (``os.sched_getaffinity``) less the cores other work keeps busy now (:func:`_busy_cores`,
     rounded), at least 1, shared among the node's processes (``LOCAL_WORLD_SIZE``).
 
-    Why: a thread that waits for a busy core stalls the others at every synchronisation.
-    On the project's 2-core machine (2026-12, SimCLR and DINO steps, bf16) 2 threads ran
-    1.9x faster than 1 with no other job running, but 10x slower while another job kept a
-    core busy. The runnable count is read now rather than the load average, which lags a
+    Why: a thread that waits for a busy core stalls the others at every synchronisation
+    (measured: BENCHMARKS.md, "CPU speed", Threads). The runnable count is read now rather than the load average, which lags a
     minute behind jobs that start or end. The count depends on the machine at the start;
     a resumed run reuses its checkpoint's (the last bits of the results depend on the
     thread count, and resume is exact on CPU)."""

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nolabel.checkpoint import EXPORT_CONFIG, atomic_write
+from nolabel.atomic import atomic_write
+from nolabel.runs import EXPORT_CONFIG
 
 TIMM_WEIGHTS = "model.safetensors"
 TORCHSCRIPT_FILE = "backbone.pt"

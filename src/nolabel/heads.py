@@ -1,5 +1,6 @@
 """Projection heads: one MLP builder for every method, plus the weight-normalised
-prototype layer used by DINO (and SwAV-style prototypes later), and MAE's pixel decoder."""
+prototype layer of DINO and iBOT, and MAE's pixel decoder (SwAV's prototypes are a plain
+bias-free linear layer, renormalised each step: methods/swav.py)."""
 from __future__ import annotations
 
 import torch

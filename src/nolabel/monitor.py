@@ -16,10 +16,14 @@ KL_COLLAPSED = 1e-3          # nats: the student reproduces the teacher exactly
 KL_SMALL = 0.02              # KL below this fraction of the teacher entropy: the student has (almost)
                              # nothing left to learn from the teacher (learning DINO runs measured here:
                              # KL 0.5-1.1 nats at entropies of 6.6-7.1, fractions 0.07-0.16)
+# Fig. 5.8 of the thesis: a collapsed teacher's entropy sits at 0 (one dimension dominates) or at
+# log K (uniform output), with the KL at 0. The bounds below are this project's choice, set from
+# the curves of runs that learned (the DINO runs of BENCHMARKS.md: 0.25-0.88 of log K).
 ENTROPY_LOW = 0.05           # fraction of log K
 ENTROPY_HIGH = 0.95          # fraction of log K
 ENTROPY_PLATEAU = 0.97       # fraction of log K: the uniform plateau (the demo's 6.922 of 6.931, KL 0.010)
-EMB_STD_LOW = 0.05           # fraction of the healthy value 1/sqrt(D)
+EMB_STD_LOW = 0.05           # fraction of the healthy value 1/sqrt(D) (SimSiam, Chen and He 2021, Fig. 2:
+                             # ~1/sqrt(D) when healthy, 0 when collapsed); 5% is this project's margin
 LOSS_AT_LOG_K = 1e-3         # SwAV: |loss - log K| below this fraction of log K (uniform predictions)
 CODE_USAGE_LOW = 0.1         # SwAV: normalised entropy of the codes' argmax histogram
 

@@ -7,6 +7,7 @@ value is written into the run's saved config.
 from __future__ import annotations
 
 from nolabel.config import Config, ConfigError, set_value
+from nolabel.views import SMALL_IMAGE
 
 # The built-in demo set must train in minutes on 2 CPU cores (issue 12: `make demo`
 # within 5 minutes, the trained backbone 15+ points of k-NN over random init and raw
@@ -85,13 +86,12 @@ def default_backbone(image_size: int) -> str:
 # thesis values. A recipe fills only the fields nobody set: an option, a config file or the
 # demo preset always wins.
 RECIPES = ("auto", "small", "thesis")
-SMALL_RECIPE_BELOW = 96     # px: images under this side get the small recipe under "auto"
 
 
 def check_recipe(name: str) -> None:
     if name not in RECIPES:
         raise ConfigError(f"--run.recipe={name!r}: choose one of {', '.join(RECIPES)} (auto: small below "
-                          f"{SMALL_RECIPE_BELOW} px, thesis above)")
+                          f"{SMALL_IMAGE} px, thesis above)")
 
 
 def pick_recipe(name: str, image_size: int) -> str:
@@ -99,7 +99,7 @@ def pick_recipe(name: str, image_size: int) -> str:
     check_recipe(name)
     if name != "auto":
         return name
-    return "small" if image_size < SMALL_RECIPE_BELOW else "thesis"
+    return "small" if image_size < SMALL_IMAGE else "thesis"
 
 
 def apply_recipe(cfg: Config, recipes: dict[str, dict], image_size: int) -> Config:
@@ -113,6 +113,14 @@ def apply_recipe(cfg: Config, recipes: dict[str, dict], image_size: int) -> Conf
     return cfg
 
 
+# 100 epochs: the shortest schedule of the thesis' ablations (DINO's Tables 5.9-5.13 and
+# SwAV's 4.4 train 100 epochs); 256: the batch every lr of the thesis is stated per
+# (the linear scaling rule, lr x batch / 256, 5.3.2) and the largest that fits a CPU's memory
+# with multi-crop at 32-96 px.
+DEFAULT_EPOCHS = 100
+DEFAULT_BATCH = 256
+
+
 def resolve(cfg: Config, image_size: int, n_images: int, default_optim: dict,
             recipes: dict[str, dict] | None = None) -> Config:
     """Fill every ``None`` field that depends on the data; returns ``cfg`` (modified).
@@ -122,9 +130,9 @@ def resolve(cfg: Config, image_size: int, n_images: int, default_optim: dict,
     if cfg.model.backbone is None:
         cfg.model.backbone = default_backbone(image_size)
     if cfg.run.epochs is None:
-        cfg.run.epochs = 100
-    if cfg.run.batch_size is None:
-        cfg.run.batch_size = max(1, min(256, 1 << (max(n_images, 1).bit_length() - 1)))
+        cfg.run.epochs = DEFAULT_EPOCHS
+    if cfg.run.batch_size is None:     # the largest power of two up to 256 that the data fills
+        cfg.run.batch_size = max(1, min(DEFAULT_BATCH, 1 << (max(n_images, 1).bit_length() - 1)))
     for key, value in default_optim.items():
         if getattr(cfg.optim, key) is None:
             setattr(cfg.optim, key, value)

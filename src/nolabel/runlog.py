@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nolabel.checkpoint import atomic_write
+from nolabel.atomic import atomic_write
 from nolabel.tensorboard_log import TensorBoardEvents
 
 METRICS = "metrics.jsonl"

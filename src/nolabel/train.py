@@ -36,13 +36,9 @@ from nolabel.ops.schedules import cosine, warmup_cosine
 from nolabel.optim import build_optimizer, clip_gradients_, set_schedule_values
 from nolabel.presets import backbone_kwargs, resolve
 from nolabel.runlog import MetricsLog, Progress, get_logger, plot_metrics
+from nolabel.runs import BAD_FILES, CONFIG_FILE, ENCODER_FILE, load_encoder
 from nolabel.validation import validate
 from nolabel.views import MultiCrop, normalize
-
-CONFIG_FILE = "config.yaml"
-ENCODER_FILE = "encoder.json"
-BAD_FILES = "skipped_files.txt"
-
 
 class TrainingError(RuntimeError):
     """The run cannot go on (non-finite loss, impossible batch size...)."""
@@ -331,15 +327,13 @@ def _interrupted(signum: int, out: Path, epoch: int, step: int, log, complete: b
 def _init_backbone_(backbone: torch.nn.Module, spec: str) -> None:
     """Copy the backbone weights of the run or export folder ``spec`` into ``backbone``,
     which must have the same architecture (``spec`` dicts equal)."""
-    from nolabel.evaluate.models import load_model
-
     if spec == "pixels" or spec.startswith("random:"):
         raise TrainingError(f"--model.init={spec}: give a run folder or a `nolabel export` folder (a random "
                             "initialisation is the default without --model.init)")
     try:
-        source = load_model(spec).network
+        source, _ = load_encoder(spec)
     except ValueError as e:
-        raise TrainingError(f"--model.init: {e}") from None
+        raise TrainingError(f"--model.init={spec}: {e}; give a run folder or a `nolabel export` folder") from None
     if source.spec != backbone.spec:
         diff = {k: (source.spec.get(k), backbone.spec.get(k)) for k in {*source.spec, *backbone.spec}
                 if source.spec.get(k) != backbone.spec.get(k)}

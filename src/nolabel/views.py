@@ -88,6 +88,12 @@ class ViewSpec:
 # ----------------------------------------------------------------------------- presets
 
 
+# The side below which images count as small (CIFAR's 32, Tiny-ImageNet's 64) and methods take
+# their small-image defaults and recipes. 96 px is the smallest side the thesis' recipes run
+# at: its local crops (4.2.5, 5.3.2) and STL-10's images. Nothing in between has been measured.
+SMALL_IMAGE = 96
+
+
 def local_size(image_size: int) -> int:
     """Local crop side for a global side: 96/224 of it (thesis 5.6.7: 224 -> 96),
     rounded to the nearest multiple of 8, at least 8.
@@ -336,14 +342,8 @@ class MultiCrop(nn.Module):
     antialiasing; taps past a crop edge read the neighbouring image pixels (replicated
     at the image border). DINO's PIL pipeline uses a = -0.5 with antialiasing; the presets
     shrink crops by at most ~1.5x, where aliasing is mild. An exact PIL-style separable
-    resize (two batched matmuls) was measured 1.4-2x slower on CPU and not used.
-
-    Measured on 2 shared CPU cores, torch 2.13, against the same pipeline built from
-    kornia 0.9 ops (RandomResizedCrop bicubic, RandomHorizontalFlip, ColorJitter,
-    RandomGrayscale, RandomGaussianBlur, RandomSolarize, Normalize), one thread, CPU time
-    per call (median of 9): ``dino_views(32, 6)`` on (256,3,32,32): ~125 ms vs ~310 ms;
-    ``dino_views(128, 6)`` on (64,3,128,128): ~450 ms vs ~850 ms. About a third is the
-    ``grid_sample``, a third the colour jitter (hue shift first), the rest blur and indexing.
+    resize (two batched matmuls) was slower on CPU and is not used. Its speed against the
+    same pipeline built from kornia ops: BENCHMARKS.md, "Speed of the pieces".
     """
 
     def __init__(

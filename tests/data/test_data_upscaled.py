@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from nolabel.data import open_images
-from nolabel.train import BAD_FILES, _report_bad
+from nolabel.runs import BAD_FILES
+from nolabel.train import _report_bad
 from tests.data.conftest import random_rgb
 
 

@@ -90,7 +90,7 @@ def test_data_stamp_sees_new_files(flat_folder, tmp_path):
 
 
 def test_feature_kinds(tiny_vit):
-    from nolabel.checkpoint import load_backbone
+    from nolabel.runs import load_backbone
 
     vit = load_backbone(tiny_vit)
     x = torch.randn(3, 3, 32, 32)

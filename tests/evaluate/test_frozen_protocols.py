@@ -11,7 +11,7 @@ import torch
 from nolabel.evaluate.clustering import cluster_quality, clustering_protocol
 from nolabel.evaluate.context import EvalContext, EvalError
 from nolabel.evaluate.fewshot import fewshot_protocol, subset_file
-from nolabel.evaluate.metrics import mean_average_precision, recall_at_k
+from nolabel.metrics import mean_average_precision, recall_at_k
 from nolabel.evaluate.probe import linear_protocol, logistic_protocol, split_val
 from nolabel.evaluate.subsets import save_subset
 from nolabel.evaluate.retrieval import retrieval_protocol, retrieval_scores

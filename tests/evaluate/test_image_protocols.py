@@ -21,7 +21,7 @@ def test_finetune_runs_and_leaves_the_model_alone(resnet_ctx):
 
 
 def test_layer_decay_scales_by_depth(vit_ctx):
-    from nolabel.checkpoint import load_backbone
+    from nolabel.runs import load_backbone
 
     vit = load_backbone(vit_ctx.model_spec)  # depth 1
     head = torch.nn.Linear(32, 10)
@@ -98,7 +98,7 @@ def test_attention_pieces_by_hand():
 
 
 def test_attention_protocol_on_a_vit(vit_ctx):
-    from nolabel.checkpoint import load_backbone
+    from nolabel.runs import load_backbone
 
     vit = load_backbone(vit_ctx.model_spec)
     maps = cls_attention(vit, torch.randn(2, 3, 32, 32))

@@ -25,7 +25,7 @@ import nolabel.train as train_module
 from nolabel.backbones import build_backbone
 from nolabel.checkpoint import CHECKPOINT, load_checkpoint
 from nolabel.config import apply_overrides, new_config
-from nolabel.evaluate.protocols import knn_protocol
+from nolabel.evaluate.knn import knn_protocol
 from nolabel.losses.contrastive import info_nce, nt_xent
 from nolabel.losses.regression import negative_cosine, normalized_mse
 from nolabel.methods import RunShape, StepInfo, get_method, method_names

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nolabel import dist_setup
-from nolabel.checkpoint import export_backbone, load_backbone, load_checkpoint
+from nolabel.checkpoint import load_checkpoint
+from nolabel.runs import export_backbone, load_backbone
 from nolabel.config import apply_overrides, new_config
 from nolabel.evaluate.models import load_model
 from nolabel.runlog import MetricsLog

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from nolabel.backbones import build_backbone
-from nolabel.checkpoint import export_backbone
+from nolabel.runs import export_backbone
 from nolabel.data import generate_demo, open_images
 from nolabel.views import normalize
 from tests.conftest import export

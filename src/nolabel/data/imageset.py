@@ -1,6 +1,6 @@
 """``ImageSet``: what training loops and evaluators consume.
 
-``open_images(spec)`` opens a data spec (see :mod:`nolabel.data.sources`),
+``open_images(spec)`` opens a data spec (see :mod:`nolabel.data.specs`),
 settles the image size, and either preloads every image decoded at that size
 into one uint8 tensor or streams them through a DataLoader. Either way
 :meth:`ImageSet.batches` yields :class:`Batch` objects in an order that depends
@@ -20,7 +20,8 @@ from nolabel.data.batch import Batch
 from nolabel.data.errors import DataError
 from nolabel.data.loading import decode_batches, preload, probe_source, resize_masks, resize_square
 from nolabel.data.sampling import epoch_order, items_per_rank, num_steps, rank_order
-from nolabel.data.sources import Source, open_source
+from nolabel.data.sources import Source
+from nolabel.data.specs import open_source
 from nolabel.data.subset import SubsetSource
 
 __all__ = ["Batch", "ImageSet", "open_images", "probe_image_size"]

@@ -2,7 +2,7 @@
 
 The map of head h is the last block's softmax attention of the [CLS] query to the
 patch tokens, ``attn[:, h, 0, 1:]`` reshaped to the patch grid (h x w). A mask keeps
-60% of a map's mass (:func:`nolabel.evaluate.metrics.attention_mass_mask`) and is
+60% of a map's mass (:func:`nolabel.metrics.attention_mass_mask`) and is
 upsampled to pixels by repeating each patch (nearest), as in DINO.
 
 Heads. When the data has object masks (the ``demo`` set does), each head's mask is
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nolabel.evaluate.context import EvalContext, EvalError
-from nolabel.evaluate.metrics import attention_mass_mask, jaccard
+from nolabel.metrics import attention_mass_mask, jaccard
 from nolabel.views import normalize
 
 MASS, MAX_IMAGES, N_SHOW = 0.6, 500, 6

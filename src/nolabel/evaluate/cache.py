@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from nolabel.checkpoint import atomic_write
+from nolabel.atomic import atomic_write
 from nolabel.names import PATCH_POOLS   # defined without torch for the CLI's help
 
 FORMAT = "nolabel.features/1"

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from nolabel.evaluate.context import EvalContext, EvalError
 from nolabel.evaluate.grid import cluster_grid, cluster_titles
-from nolabel.evaluate.metrics import ami, ari, nmi, purity
+from nolabel.metrics import ami, ari, nmi, purity
 from nolabel.ops.kmeans import kmeans
 
 MULTIPLES = (1, 10)
@@ -42,7 +42,7 @@ def clustering_protocol(ctx: EvalContext, multiples: Sequence[int] = MULTIPLES, 
         raise EvalError(f"--multiples {list(multiples)}: give positive integers, e.g. 1 10")
     t0 = time.time()
     feats = ctx.features(role, "clustering")
-    n_classes = max(len(feats.classes or []), int(feats.y.max()) + 1)
+    n_classes = ctx.num_classes(role)
     result: dict = {"n": int(feats.y.numel()), "classes": n_classes, "split": role}
     first = None
     for m in multiples:

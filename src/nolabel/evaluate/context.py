@@ -19,7 +19,6 @@ from nolabel.data import ImageSet, open_images
 from nolabel.evaluate import cache
 from nolabel.evaluate.features import extract_features
 from nolabel.evaluate.models import FeatureModel, load_model_for_data
-from nolabel.views import normalize
 
 ROLES = ("train", "test")
 
@@ -41,7 +40,8 @@ class Features:
     path: Path | None
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"``: the GPU when there is one, else the CPU; anything else as torch reads it."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -58,38 +58,27 @@ def architecture(model: FeatureModel) -> str:
     return "resnet" if hasattr(model.network, "forward_maps") else type(model.network).__name__
 
 
-class _KindModel:
-    """Adapter giving :func:`extract_features` the features of one kind."""
-
-    def __init__(self, network, patch_tokens: str):
-        self.network, self.patch_tokens = network, patch_tokens
-
-    def to(self, device):
-        if self.network is not None:
-            self.network.to(device).eval()
-        return self
-
-    @torch.no_grad()
-    def features(self, images: Tensor) -> Tensor:
-        return cache.embed_normalized(self.network, normalize(images), self.patch_tokens)
-
-
 class EvalContext:
     """Model + data specs + output folder of one evaluation.
 
     Args:
         model_spec: run folder, export folder, ``random:<backbone>``, ``random:<run>`` or ``pixels``.
         train, test: data specs (either may be None when a protocol does not need it).
-        out: output folder (reports, PNGs, few-label subsets); created on demand.
-        cache_dir: feature cache folder (default ``out/cache``); ``use_cache=False`` never reads or writes it.
+        out: output folder (reports, PNGs, few-label subsets); created on demand. None: no
+            output folder (nothing is written; a protocol that writes a file refuses).
+        cache_dir: feature cache folder (default ``out/cache``); ``use_cache=False`` (or no
+            folder at all) never reads or writes it.
+        image_size: read the data at this side (default: the model's own, else the data's).
+        subset_dir: folder of the few-label subset files (default ``out/subsets``).
         patch_tokens: feature kind, see :mod:`nolabel.evaluate.cache`.
         batch_size: images per forward pass when extracting features.
     """
 
     def __init__(self, model_spec: str, train: str | None = None, test: str | None = None, *,
-                 out: str | Path = "runs/eval", cache_dir: str | Path | None = None, patch_tokens: str = "none",
-                 batch_size: int = 256, device: str = "auto", progress: bool = True, use_cache: bool = True,
-                 seed: int = 0) -> None:
+                 out: str | Path | None = "runs/eval", cache_dir: str | Path | None = None,
+                 patch_tokens: str = "none", batch_size: int = 256, device: str = "auto", progress: bool = True,
+                 use_cache: bool = True, seed: int = 0, image_size: int | None = None,
+                 subset_dir: str | Path | None = None) -> None:
         if patch_tokens not in cache.PATCH_POOLS:
             raise EvalError(f"--patch-tokens {patch_tokens}: use one of {', '.join(cache.PATCH_POOLS)}")
         if batch_size < 1:
@@ -97,11 +86,13 @@ class EvalContext:
         if train is None and test is None:
             raise EvalError("give --train SPEC and/or --test SPEC")
         self.model_spec, self.specs = model_spec, {"train": train, "test": test}
-        self.out = Path(out)
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.out / "cache"
+        self.out = Path(out) if out is not None else None
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else (self.out / "cache" if self.out else None)
         self.patch_tokens, self.batch_size, self.progress = patch_tokens, batch_size, progress
-        self.device, self.use_cache, self.seed = resolve_device(device), use_cache, seed
-        self.model, self.image_size = self._load_model(train or test)
+        self.device, self.seed = resolve_device(device), seed
+        self.use_cache = use_cache and self.cache_dir is not None
+        self.subset_dir = Path(subset_dir) if subset_dir is not None else (self.out / "subsets" if self.out else None)
+        self.model, self.image_size = load_model_for_data(model_spec, train or test, image_size)
         self.arch = architecture(self.model)
         if patch_tokens != "none" and self.arch != "vit":
             raise EvalError(f"--patch-tokens {patch_tokens}: pools the patch tokens of a ViT, but {model_spec} is "
@@ -109,9 +100,6 @@ class EvalContext:
         self._data: dict[str, ImageSet] = {}
         self._features: dict[tuple[str, str], Features] = {}
         self._weights: str | None = None
-
-    def _load_model(self, probe_spec: str) -> tuple[FeatureModel, int]:
-        return load_model_for_data(self.model_spec, probe_spec)
 
     def describe_model(self) -> str:
         if self.arch == "pixels":
@@ -145,15 +133,15 @@ class EvalContext:
         spec = self.spec(role, protocol)
         if (spec, kind) in self._features:
             return self._features[(spec, kind)]
-        key = cache.cache_key(self.model_spec, self.weights(), spec, self.image_size, kind)
+        key = cache.cache_key(self.model_spec, self.weights(), spec, self.image_size, kind) if self.use_cache else None
         path = cache.cache_path(self.cache_dir, key) if self.use_cache else None
         record = cache.load_cached(path, key) if path is not None else None
         hit = record is not None
         if record is None:
             data = self.dataset(role, protocol)
             t0 = time.time()
-            x, y = extract_features(_KindModel(self.model.network, kind), data, self.batch_size, self.device,
-                                    self.progress, f"{role} features")
+            x, y = extract_features(self.model, data, self.batch_size, self.device, self.progress,
+                                    f"{role} features", patch_tokens=kind)
             record = {"features": x, "labels": y, "classes": list(data.classes) if data.classes else None,
                       "has_labels": bool(data.has_labels), "has_masks": bool(data.has_masks),
                       "n_bad": len(data.bad), "seconds": round(time.time() - t0, 2)}
@@ -163,6 +151,19 @@ class EvalContext:
                          record["has_masks"], spec, hit, path)
         self._features[(spec, kind)] = feats
         return feats
+
+    def num_classes(self, *roles: str) -> int:
+        """Classes of the labelled ``roles``: the class list's length or the largest label + 1."""
+        counts = []
+        for role in roles:
+            spec = self.spec(role, "all")
+            feats = next((f for (s, _), f in self._features.items() if s == spec), None)
+            if feats is not None:            # labels at hand: no need to open the images
+                classes, labels = feats.classes, feats.y
+            else:
+                classes, labels = self.dataset(role).classes, self.dataset(role).labels_tensor()
+            counts += [len(classes or []), int(labels.max()) + 1]
+        return max(counts)
 
     def has_labels(self, role: str) -> bool:
         spec = self.specs[role]
@@ -196,8 +197,8 @@ class EvalContext:
     def embed(self, images: Tensor, patch_tokens: str | None = None) -> Tensor:
         """Features of uint8 (B, 3, S, S) images, batched, on the CPU: (B, D)."""
         kind = patch_tokens or self.patch_tokens
-        model = _KindModel(self.model.network, kind).to(self.device)
-        parts = [model.features(images[i : i + self.batch_size].to(self.device)).cpu()
+        model = self.model.to(self.device)
+        parts = [model.features(images[i : i + self.batch_size].to(self.device), kind).cpu()
                  for i in range(0, images.shape[0], self.batch_size)]
         return torch.cat(parts)
 
@@ -224,5 +225,7 @@ class EvalContext:
 
     def path(self, name: str) -> Path:
         """A file in the output folder (created)."""
+        if self.out is None:
+            raise EvalError(f"{name}: this evaluation has no output folder; give --out DIR")
         self.out.mkdir(parents=True, exist_ok=True)
         return self.out / name

@@ -19,7 +19,7 @@ When ``--train`` and ``--test`` are the same spec, the originals are kept out of
 distractors and of the whitening set.
 
 A query's only positive is its original. Features are compared by cosine similarity;
-mAP uses the Holidays/Copydays AP convention (:func:`nolabel.evaluate.metrics.copy_detection_map`).
+mAP uses the Holidays/Copydays AP convention (:func:`nolabel.metrics.copy_detection_map`).
 Both the raw and the whitened mAP are reported.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from nolabel.evaluate.context import EvalContext, EvalError
-from nolabel.evaluate.metrics import copy_detection_map
+from nolabel.metrics import copy_detection_map
 
 N_ORIGINALS, COPIES, N_DISTRACTORS, N_WHITEN = 100, 2, 10_000, 20_000
 _LETTERS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))

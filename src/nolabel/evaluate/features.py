@@ -14,8 +14,9 @@ from nolabel.knn_monitor import dataset_features
 @torch.no_grad()
 def extract_features(model: FeatureModel, data: ImageSet, batch_size: int = 256,
                      device: str | torch.device = "cpu", progress: bool = False,
-                     desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (features float32 (N, D), labels int64 (N,)) in dataset order, on CPU.
-    Unreadable files are skipped (they are listed in ``data.bad``)."""
+                     desc: str = "features", patch_tokens: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (features float32 (N, D), labels int64 (N,)) in dataset order, on CPU, of the
+    feature kind ``patch_tokens``. Unreadable files are skipped (they are listed in ``data.bad``)."""
     model.to(device)
-    return dataset_features(model.features, data, batch_size, device, progress, desc)
+    return dataset_features(lambda images: model.features(images, patch_tokens), data, batch_size, device,
+                            progress, desc)

@@ -1,10 +1,10 @@
 """Few labels (thesis Tables 4.1 and 5.5): 1% and 10% of the training labels.
 
 Each subset is stratified and seeded (:func:`nolabel.evaluate.subsets.label_subset`)
-and written to ``<subset_dir>/<data>-<pct>pct-seed<seed>.json`` (default
-``<out>/subsets``); a later run, of this model or of another one, reads the same file
-back, and :func:`nolabel.evaluate.subsets.load_subset` refuses it if the training labels
-differ. On each subset: weighted k-NN (k = min(20, subset size), T = 0.07), logistic
+and written to ``<subset_dir>/<data>-<pct>pct-seed<seed>.json`` (default the context's
+``subset_dir``, ``<out>/subsets``); a later run, of this model or of another one (the
+baselines of ``eval all --baselines``), reads the same file back, and
+:func:`nolabel.evaluate.subsets.load_subset` refuses it if the training labels differ. On each subset: weighted k-NN (k = min(20, subset size), T = 0.07), logistic
 regression (L2 1e-4: a subset this small leaves nothing to tune it on) and, for models
 with weights, fine-tuning (:mod:`nolabel.evaluate.finetune`'s schedule).
 """
@@ -21,7 +21,6 @@ from nolabel.evaluate.linear import logistic_regression
 from nolabel.evaluate.probe import one_thread
 from nolabel.evaluate.subsets import label_subset, load_subset, save_subset
 
-FRACTIONS = (0.01, 0.1)
 LOGISTIC_L2 = 1e-4
 
 
@@ -44,18 +43,22 @@ def subset_indices(labels, train_spec: str, fraction: float, seed: int, subset_d
     return idx, path, False
 
 
-def fewshot_protocol(ctx: EvalContext, fractions: Sequence[float] = FRACTIONS, seed: int = 0,
+def fewshot_protocol(ctx: EvalContext, fractions: Sequence[float], seed: int = 0,
                      subset_dir: str | Path | None = None, finetune: bool = True, k: int = 20,
                      finetune_options: dict | None = None) -> dict:
-    """``{"1%": {"n", "subset", "knn": {...}, "logistic": {...}, "finetune": {...}}, "10%": ...}``."""
+    """``{"1%": {"n", "subset", "knn": {...}, "logistic": {...}, "finetune": {...}}, "10%": ...}``.
+    ``fractions``: of the labelled training set (the protocol's default, the thesis' 1% and 10%:
+    :data:`nolabel.evaluate.protocols.fewshot.FRACTIONS`)."""
     ctx.require_labels("fewshot", "train", "test")
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise EvalError(f"--fractions {list(fractions)}: give fractions in (0, 1], e.g. 0.01 0.1")
     t0 = time.time()
     train, test = ctx.features("train", "fewshot"), ctx.features("test", "fewshot")
     labels = train.y
-    c = max(len(train.classes or []), int(labels.max()) + 1, int(test.y.max()) + 1)
-    subset_dir = Path(subset_dir) if subset_dir is not None else ctx.out / "subsets"
+    c = ctx.num_classes("train", "test")
+    subset_dir = Path(subset_dir) if subset_dir is not None else ctx.subset_dir
+    if subset_dir is None:
+        raise EvalError("eval fewshot writes its subsets to a folder: give --out DIR or --subsets DIR")
     result: dict = {}
     for fraction in fractions:
         idx, path, reused = subset_indices(labels, ctx.spec("train", "fewshot"), fraction, seed, subset_dir)

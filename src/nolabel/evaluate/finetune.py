@@ -10,13 +10,19 @@ block ``i`` of ``depth`` by ``layer_decay ** (depth - i)``, of the patch embeddi
 [CLS] and positions by ``layer_decay ** (depth + 1)``; the final norm and the head keep
 the full rate. Off by default.
 
-Default schedule, sized for a CPU (a smoke-level fine-tune, not the paper's): ``steps``
-= 40 optimizer steps of 32 images, lr 5e-4, weight decay 0.05. On a GPU ask for more,
-e.g. ``--steps 5000 --batch-size 256``. The test set is scored on centre crops.
+Default schedule, sized to the labelled images and for a CPU (a smoke-level fine-tune,
+not the paper's): batches of 32 images, lr 5e-4, weight decay 0.05, and
+:func:`planned_steps` = ``EPOCHS`` (10) passes over the labelled images, at least
+``MIN_STEPS`` (10, so that warm-up and decay keep their shape) and at most
+``STEP_BUDGET`` (40) steps. So the 1% subset of the demo's 4,000 images (40 images)
+gets 13 steps, its 10% subset and the full set 40 each, where every fine-tune used to
+take 40 whatever its data. On a GPU ask for more, e.g. ``--steps 5000 --batch-size 256``.
+The test set is scored on centre crops.
 """
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Iterator
 
@@ -29,7 +35,14 @@ from nolabel.evaluate.linear import accuracy
 from nolabel.ops.schedules import warmup_cosine
 from nolabel.views import normalize
 
-STEPS, BATCH_SIZE, LR, WEIGHT_DECAY, WARMUP = 40, 32, 5e-4, 0.05, 0.1
+BATCH_SIZE, LR, WEIGHT_DECAY, WARMUP = 32, 5e-4, 0.05, 0.1
+EPOCHS, MIN_STEPS, STEP_BUDGET = 10, 10, 40
+
+
+def planned_steps(n_labelled: int, batch_size: int = BATCH_SIZE) -> int:
+    """Default optimizer steps: ``EPOCHS`` passes over ``n_labelled`` images in batches of
+    ``batch_size``, clamped to [``MIN_STEPS``, ``STEP_BUDGET``] (module docstring)."""
+    return max(MIN_STEPS, min(STEP_BUDGET, math.ceil(EPOCHS * n_labelled / batch_size)))
 
 
 def vit_layer_id(name: str, depth: int) -> int:
@@ -58,6 +71,23 @@ def param_groups(network: nn.Module, head: nn.Module, weight_decay: float,
         decay = 0.0 if p.ndim < 2 or name in ("cls_token", "pos_embed") else weight_decay
         groups.setdefault((scale, decay), []).append(p)
     return [{"params": ps, "lr_scale": s, "weight_decay": d} for (s, d), ps in groups.items()]
+
+
+def trainable_copy(ctx: EvalContext) -> tuple[nn.Module, nn.Linear]:
+    """A copy of the evaluated network in training mode on ``ctx.device`` (the model itself
+    is never modified) and a zero-initialised linear head on its features."""
+    network = copy.deepcopy(ctx.model.network).to(ctx.device).train()
+    head = nn.Linear(network.num_features, ctx.num_classes("train", "test")).to(ctx.device)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return network, head
+
+
+def train_views(ctx: EvalContext):
+    """Random-resized-crop (scale (0.08, 1)) + horizontal flip at the model's size."""
+    from nolabel.views import MultiCrop, ViewSpec
+
+    return MultiCrop([ViewSpec(ctx.image_size, (0.08, 1.0), flip=0.5, jitter=0.0, grayscale=0.0)])
 
 
 def _stream(ctx: EvalContext, indices: Tensor | None, batch_size: int, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -91,35 +121,32 @@ def _score(ctx: EvalContext, model: nn.Module) -> tuple[float, float]:
     return 100.0 * hits1 / n, 100.0 * hits5 / n
 
 
-def finetune_protocol(ctx: EvalContext, indices: Tensor | None = None, steps: int = STEPS,
+def finetune_protocol(ctx: EvalContext, indices: Tensor | None = None, steps: int | None = None,
                       batch_size: int = BATCH_SIZE, lr: float = LR, weight_decay: float = WEIGHT_DECAY,
                       layer_decay: float | None = None, seed: int = 0, desc: str = "fine-tune") -> dict:
-    """Fine-tune on the training set (or its ``indices``), score on the test set.
+    """Fine-tune on the training set (or its ``indices``), score on the test set;
+    ``steps=None``: :func:`planned_steps` of the labelled images.
 
     Returns ``{"top1", "top5", "steps", "batch_size", "lr", "weight_decay", "layer_decay",
     "n_train", "epochs" (images seen / n_train), "train_loss" (mean of the last 10%), "seconds"}``.
     """
-    from nolabel.views import MultiCrop, ViewSpec
-
     ctx.require_weights("finetune")
     ctx.require_labels("finetune", "train", "test")
-    if steps < 1 or batch_size < 1 or not lr > 0:
+    train_labels = ctx.dataset("train", "finetune").labels_tensor()
+    n_train = len(train_labels) if indices is None else int(len(indices))
+    if steps is None and batch_size >= 1:
+        steps = planned_steps(n_train, batch_size)
+    if steps is None or steps < 1 or batch_size < 1 or not lr > 0:
         raise EvalError(f"fine-tuning needs --steps >= 1, --batch-size >= 1 and --lr > 0; got {steps}, "
                         f"{batch_size}, {lr}")
     if layer_decay is not None and not 0 < layer_decay <= 1:
         raise EvalError(f"--layer-decay {layer_decay}: must be in (0, 1]")
     t0 = time.time()
-    train_labels = ctx.dataset("train", "finetune").labels_tensor()
-    test_labels = ctx.dataset("test", "finetune").labels_tensor()
-    n_classes = max(len(ctx.dataset("train").classes or []), int(train_labels.max()) + 1, int(test_labels.max()) + 1)
     torch.manual_seed(seed)
-    network = copy.deepcopy(ctx.model.network).to(ctx.device).train()
-    head = nn.Linear(network.num_features, n_classes).to(ctx.device)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
+    network, head = trainable_copy(ctx)
     groups = param_groups(network, head, weight_decay, layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=lr)
-    views = MultiCrop([ViewSpec(ctx.image_size, (0.08, 1.0), flip=0.5, jitter=0.0, grayscale=0.0)])
+    views = train_views(ctx)
     warmup = int(WARMUP * steps)
     stream = _stream(ctx, indices, batch_size, seed)
     bar = None
@@ -145,7 +172,6 @@ def finetune_protocol(ctx: EvalContext, indices: Tensor | None = None, steps: in
         bar.close()
     model = nn.Sequential(network, head).eval()
     top1, top5 = _score(ctx, model)
-    n_train = len(train_labels) if indices is None else int(len(indices))
     tail = losses[-max(1, steps // 10):]
     return {"top1": top1, "top5": top5, "steps": steps, "batch_size": batch_size, "lr": lr,
             "weight_decay": weight_decay, "layer_decay": layer_decay, "warmup_steps": warmup, "n_train": n_train,

@@ -27,6 +27,7 @@ from nolabel.evaluate.subsets import label_subset
 from nolabel.ops.schedules import cosine
 
 LRS = (0.01, 0.03, 0.1, 0.3, 1.0)
+EPOCHS, AUGMENT_EPOCHS = 100, 10
 L2S = (1e-5, 1e-4, 1e-3)
 VAL_FRACTION = 0.1
 
@@ -54,19 +55,14 @@ def split_val(labels: torch.Tensor, fraction: float = VAL_FRACTION, seed: int = 
     return keep.nonzero().flatten(), val
 
 
-def _num_classes(ctx: EvalContext) -> int:
-    train, test = ctx.features("train"), ctx.features("test")
-    return max(len(train.classes or []), int(train.y.max()) + 1, int(test.y.max()) + 1)
-
-
-def linear_protocol(ctx: EvalContext, lrs: Sequence[float] = LRS, epochs: int = 100, augment: bool = False,
-                    augment_epochs: int = 10, batch_size: int = 256, seed: int = 0) -> dict:
+def linear_protocol(ctx: EvalContext, lrs: Sequence[float] = LRS, epochs: int = EPOCHS, augment: bool = False,
+                    augment_epochs: int = AUGMENT_EPOCHS, batch_size: int = 256, seed: int = 0) -> dict:
     """Linear probe: ``{"top1", "top5", "lr", "selected_on": "val", "runs": [...], ...}``."""
     ctx.require_labels("linear", "train", "test")
     t0 = time.time()
     train, test = ctx.features("train", "linear"), ctx.features("test", "linear")
     tr, va = split_val(train.y, seed=seed)
-    c = _num_classes(ctx)
+    c = ctx.num_classes("train", "test")
     if augment:
         result = _augmented_probe(ctx, tr, va, lrs, augment_epochs, batch_size, seed, c)
     else:
@@ -81,7 +77,7 @@ def linear_protocol(ctx: EvalContext, lrs: Sequence[float] = LRS, epochs: int = 
 
 def _augmented_probe(ctx: EvalContext, tr: torch.Tensor, va: torch.Tensor, lrs: Sequence[float], epochs: int,
                      batch_size: int, seed: int, num_classes: int) -> dict:
-    from nolabel.views import MultiCrop, ViewSpec
+    from nolabel.evaluate.finetune import train_views
 
     if ctx.model.network is None:
         raise EvalError("linear --augment passes views through the backbone, but pixels has no backbone; "
@@ -90,7 +86,7 @@ def _augmented_probe(ctx: EvalContext, tr: torch.Tensor, va: torch.Tensor, lrs: 
         raise EvalError(f"--augment-epochs {epochs}: must be at least 1")
     train, test = ctx.features("train"), ctx.features("test")
     data = ctx.dataset("train", "linear")
-    views = MultiCrop([ViewSpec(ctx.image_size, (0.08, 1.0), flip=0.5, jitter=0.0, grayscale=0.0)])
+    views = train_views(ctx)
     gen = torch.Generator().manual_seed(seed)
     heads, opts = [], []
     for lr in lrs:
@@ -158,7 +154,7 @@ def logistic_protocol(ctx: EvalContext, l2s: Sequence[float] = L2S, max_iter: in
         raise EvalError("--l2 needs at least one value")
     t0 = time.time()
     train, test = ctx.features("train", "logistic"), ctx.features("test", "logistic")
-    c = _num_classes(ctx)
+    c = ctx.num_classes("train", "test")
     tr, va = split_val(train.y, seed=seed)
     sweep = []
     with one_thread():

@@ -2,7 +2,7 @@
 
 Every test image queries the whole training set by cosine similarity; a training
 image of the query's class is relevant. Reported: mAP (non-interpolated AP, pessimistic
-ties: :func:`nolabel.evaluate.metrics.mean_average_precision`) and recall@k (at least
+ties: :func:`nolabel.metrics.mean_average_precision`) and recall@k (at least
 one relevant image among the k nearest). Queries are ranked ``chunk_size`` at a time,
 so the (Q, N) similarity matrix is never held whole.
 """
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from nolabel.evaluate.context import EvalContext, EvalError
-from nolabel.evaluate.metrics import mean_average_precision, recall_at_k
+from nolabel.metrics import mean_average_precision, recall_at_k
 
 KS = (1, 5, 10)
 

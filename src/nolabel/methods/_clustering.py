@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nolabel.evaluate.metrics import nmi
+from nolabel.metrics import nmi
 from nolabel.ops.kmeans import kmeans
 from nolabel.ops.pca import fit_pca_whitening
 from nolabel.ops.pic import pic

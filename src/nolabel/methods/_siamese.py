@@ -29,12 +29,11 @@ from torch import nn
 from nolabel.heads import mlp
 from nolabel.methods.base import forward_multicrop
 from nolabel.monitor import embedding_collapse_warning, embedding_std
-from nolabel.views import ViewSpec, local_size, two_view_preset
+from nolabel.views import SMALL_IMAGE, ViewSpec, local_size, two_view_preset
 
 N_GLOBAL = 2                      # every preset here has two global views, first in the list
 LOCAL_SCALE = (0.05, 0.14)        # local crops' area fraction: SwAV's multi-crop (thesis 4.2.5)
 LOCAL_BLUR = 0.5                  # blur probability of local crops (thesis 5.3.2, DINO's locals)
-SMALL_IMAGE = 96                  # below this side, methods switch to their CIFAR-scale defaults
 
 # Default optimizer of the methods whose papers train with LARS at batches of 2048-8192
 # (SimCLR, BYOL, Barlow Twins, VICReg; each file gives its paper's recipe as flags).

@@ -1,5 +1,5 @@
 """What every method is: a module with a view preset, a ``training_step`` and the
-few declarations the one training loop needs (architecture convention 5).
+few declarations the one training loop needs (docs/architecture.md, "A method").
 
 The loop owns the optimizer, precision, schedules, checkpoints and logging; a
 method owns its networks, its loss state (center, queue, prototypes) and its views.

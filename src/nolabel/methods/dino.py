@@ -20,7 +20,7 @@ from nolabel.methods import register
 from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
 from nolabel.monitor import dino_collapse_warnings, embedding_std, embedding_collapse_warning
 from nolabel.ops.schedules import cosine, warmup_constant
-from nolabel.views import ViewSpec, auto_blur, dino_views
+from nolabel.views import SMALL_IMAGE, ViewSpec, auto_blur, dino_views
 
 
 @dataclass
@@ -98,7 +98,7 @@ class Dino(Method):
 
     def __init__(self, cfg: DinoConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
-        k = self.resolve("out_dim", 65536 if shape.image_size >= 96 else 4096)
+        k = self.resolve("out_dim", 65536 if shape.image_size >= SMALL_IMAGE else 4096)
         self.out_dim = k
         head = DINOHead(backbone.num_features, k, cfg.hidden_dim, cfg.bottleneck_dim,
                         cfg.n_layers, cfg.head_bn, cfg.norm_last_layer)

@@ -29,7 +29,7 @@ from nolabel.methods.dino import Dino, DinoConfig
 from nolabel.monitor import embedding_std
 from nolabel.ops.masking import block_masking, sample_mask_ratios
 from nolabel.ops.schedules import warmup_constant
-from nolabel.views import auto_blur
+from nolabel.views import SMALL_IMAGE, auto_blur
 
 
 @dataclass
@@ -100,7 +100,7 @@ class Ibot(Method):
         require_vit(backbone, "iBOT")
         if not 0.0 <= cfg.mask_ratio_min <= cfg.mask_ratio_max < 1.0:
             raise ValueError(f"--ibot.mask_ratio_min/max: need 0 <= {cfg.mask_ratio_min} <= {cfg.mask_ratio_max} < 1")
-        k = self.resolve("out_dim", 8192 if shape.image_size >= 96 else 4096)
+        k = self.resolve("out_dim", 8192 if shape.image_size >= SMALL_IMAGE else 4096)
         k_patch = self.resolve("patch_out_dim", k)
         if cfg.shared_head and k_patch != k:
             raise ValueError(f"--ibot.patch_out_dim={k_patch} differs from --ibot.out_dim={k}: a shared head has "

@@ -19,7 +19,7 @@ from nolabel.losses.reconstruction import masked_mse, patchify
 from nolabel.methods import register
 from nolabel.methods.base import Method, RunShape, require_vit
 from nolabel.ops.masking import random_masking
-from nolabel.views import ViewSpec
+from nolabel.views import SMALL_IMAGE, ViewSpec
 
 
 @dataclass
@@ -69,7 +69,7 @@ class Mae(Method):
         require_vit(backbone, "MAE")
         if not 0.0 < cfg.mask_ratio < 1.0:
             raise ValueError(f"--mae.mask_ratio={cfg.mask_ratio}: must be in (0, 1)")
-        small = shape.image_size < 96
+        small = shape.image_size < SMALL_IMAGE
         dim = self.resolve("decoder_dim", 128 if small else 512)
         depth = self.resolve("decoder_depth", 4 if small else 8)
         heads = self.resolve("decoder_num_heads", dim // 32 if dim % 32 == 0 and dim >= 32 else 1)

@@ -1,4 +1,4 @@
-"""Distributed helpers that do nothing without a process group (architecture convention 2).
+"""Distributed helpers that do nothing without a process group (docs/architecture.md, "Distributed").
 
 Every loss and op calls these; in a plain process (tests, one GPU, CPU) they are
 identities, and under ``torchrun`` they reduce or gather across processes.

@@ -1,4 +1,4 @@
-"""Schedules are plain functions of the global step (architecture convention 3).
+"""Schedules are plain functions of the global step (docs/architecture.md, "Schedules").
 
 Every value that changes during training (learning rate, weight decay, teacher
 momentum, teacher temperature) is computed from the step index by one of these

@@ -30,9 +30,8 @@ input precision, without gradient (``domain``):
   can be all zeros either, and no division overflows (``1 / colsum <= exp(R)``). That
   holds while ``R <= 80`` in float32 (``exp(-87.3)`` is its smallest normal number; 700 in
   float64). SwAV's cosine scores in [-1, 1] with eps 0.05 give R <= 40. One exp instead of
-  2 n_iters + 1: on SwAV's queue shape (3840 x 3000, 3 iterations, float32) 76-122 ms
-  against 533-872 ms on one core of the project's CPU, 7x (2026-12, shared with other
-  jobs; ``benchmarks/sinkhorn_speed.py``).
+  2 n_iters + 1 (its speed on SwAV's queue shape: ``benchmarks/sinkhorn_speed.py``,
+  BENCHMARKS.md "CPU speed").
 - log (log-sum-exp normalisations): finite codes for scores of any magnitude.
 
 ``domain="auto"`` (default) takes the linear domain when ``R`` (over every process's rows)
