@@ -115,7 +115,8 @@ print("HEAVY", sorted(m for m in ("torch", "faiss", "sklearn", "kornia", "matplo
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"], ["eval", "--help"],
-                                  ["eval", "all", "--help"], ["export", "--help"], ["demo", "--help"]])
+                                  ["eval", "all", "--help"], ["export", "--help"], ["demo", "--help"],
+                                  ["report", "--help"]])
 def test_help_and_version_answer_without_importing_torch(argv):
     t0 = time.time()
     done = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, timeout=120)
@@ -138,11 +139,11 @@ def test_help_lists_methods_and_backbones_from_the_registries(capsys):
         assert name in text, name
 
 
-def test_every_option_of_train_export_and_demo_has_help():
+def test_every_option_of_train_export_demo_and_report_has_help():
     from nolabel.cli import build_parser
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    for name in ("train", "export", "demo"):
+    for name in ("train", "export", "demo", "report"):
         for action in commands[name]._actions:
             assert action.help, f"{name} {action.option_strings or action.dest}: no help text"
 

@@ -94,6 +94,23 @@ def _demo_parser(sub) -> None:
     p.add_argument("--fresh", action="store_true", help="delete an earlier demo run in --out first")
 
 
+def _report_parser(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page of a run: config, training curves, "
+                       "evaluation, skipped files, environment (opens offline)", allow_abbrev=False)
+    p.add_argument("run_dir", metavar="RUN", help="run folder (the --out of `nolabel train`)")
+    p.add_argument("--eval", dest="eval_dir", default=None, metavar="DIR",
+                   help="eval folder to include (the --out of `nolabel eval all`: eval.json and its figures)")
+    p.add_argument("--out", default=None, help="HTML file to write (default RUN/report.html)")
+
+
+def cmd_report(args) -> int:
+    from nolabel.report import write_run_report
+
+    out = write_run_report(args.run_dir, args.eval_dir, args.out)
+    print(f"report: {out} (one file, images embedded; opens offline in any browser)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nolabel", description="Self-supervised visual representation learning.",
                                      allow_abbrev=False)
@@ -106,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     from nolabel.use.commands import add_parsers as add_use_parsers
     add_use_parsers(sub)      # embed, neighbors, duplicates
     _demo_parser(sub)
+    _report_parser(sub)
     return parser
 
 
@@ -218,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = {"train": lambda: cmd_train(args, overrides), "demo": lambda: cmd_demo(args, overrides),
                 "eval": lambda: cmd_eval(args), "export": lambda: cmd_export(args),
-                "cluster": lambda: cmd_cluster(args)}
+                "cluster": lambda: cmd_cluster(args), "report": lambda: cmd_report(args)}
     try:
         if args.command in commands:
             return commands[args.command]()

@@ -102,6 +102,8 @@ def _run_all(ctx, args) -> int:
 
     options = {p.name: p.all_options(args) for p in protocols()}
     report = run_all(ctx, skip=args.skip, fast=args.fast, options=options, baselines=args.baselines, log=print)
+    from nolabel.report import write_eval_html
+    page = write_eval_html(ctx.out)                  # eval.html beside eval.md: one page, opens offline
     keys = [k for k in BASELINES if k in report.get("baselines", {})]
     for name, result in report["protocols"].items():
         protocol = get_protocol(name)
@@ -114,5 +116,5 @@ def _run_all(ctx, args) -> int:
         print(f"{get_protocol(name).title:<22} skipped: {why}")
     if args.json:
         _write_json(report, Path(args.json))
-    print(f"report: {ctx.out / REPORT_MD} and {ctx.out / REPORT_JSON} ({report['seconds']:.0f} s)")
+    print(f"report: {ctx.out / REPORT_MD}, {page.name} and {REPORT_JSON} ({report['seconds']:.0f} s)")
     return 0
