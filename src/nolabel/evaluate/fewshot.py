@@ -21,6 +21,8 @@ from nolabel.evaluate.linear import logistic_regression
 from nolabel.evaluate.probe import one_thread
 from nolabel.evaluate.subsets import label_subset, load_subset, save_subset
 
+FRACTIONS = (0.01, 0.1)    # thesis Tables 4.1 and 5.5: 1% and 10% of the labels
+
 LOGISTIC_L2 = 1e-4
 
 
@@ -43,12 +45,11 @@ def subset_indices(labels, train_spec: str, fraction: float, seed: int, subset_d
     return idx, path, False
 
 
-def fewshot_protocol(ctx: EvalContext, fractions: Sequence[float], seed: int = 0,
+def fewshot_protocol(ctx: EvalContext, fractions: Sequence[float] = FRACTIONS, seed: int = 0,
                      subset_dir: str | Path | None = None, finetune: bool = True, k: int = 20,
                      finetune_options: dict | None = None) -> dict:
     """``{"1%": {"n", "subset", "knn": {...}, "logistic": {...}, "finetune": {...}}, "10%": ...}``.
-    ``fractions``: of the labelled training set (the protocol's default, the thesis' 1% and 10%:
-    :data:`nolabel.evaluate.protocols.fewshot.FRACTIONS`)."""
+    ``fractions``: of the labelled training set."""
     ctx.require_labels("fewshot", "train", "test")
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise EvalError(f"--fractions {list(fractions)}: give fractions in (0, 1], e.g. 0.01 0.1")

@@ -6,7 +6,6 @@ from __future__ import annotations
 from nolabel.evaluate.protocols import Protocol, given, pct, register
 from nolabel.evaluate.protocols.finetune import add_finetune_options, finetune_kwargs, finetune_seconds
 
-FRACTIONS = (0.01, 0.1)    # thesis Tables 4.1 and 5.5
 
 
 @register
@@ -35,7 +34,7 @@ class Fewshot(Protocol):
 
     def run(self, ctx, **options) -> dict:
         from nolabel.evaluate.fewshot import fewshot_protocol
-        return fewshot_protocol(ctx, **{"fractions": FRACTIONS, **options})
+        return fewshot_protocol(ctx, **options)
 
     def rows(self, r: dict) -> list[tuple[str, str, str]]:
         out = []
@@ -53,6 +52,7 @@ class Fewshot(Protocol):
     def estimate(self, ctx, options: dict, timer) -> float | None:
         if not options.get("finetune", True) or ctx.model.network is None:
             return None
+        from nolabel.evaluate.fewshot import FRACTIONS
         n_train, n_classes = timer.n_images("train"), ctx.num_classes("train", "test")
         return sum(finetune_seconds(ctx, timer, max(n_classes, round(f * n_train)), options.get("finetune_options", {}))
                    for f in options.get("fractions", FRACTIONS))
