@@ -1,4 +1,6 @@
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -178,3 +180,96 @@ def test_train_on_a_list_file_and_export_torchscript_or_refuse_timm(tmp_path, ca
     assert code == 0, err
     with torch.no_grad():
         assert torch.allclose(traced(x), nolabel.load_backbone(tmp_path / "st")(x), atol=1e-5)
+
+
+# --resume auto: the one command line every restart runs (torchrun --max-restarts N)
+def _auto(out, *extra):
+    return ["train", "--out", str(out), "--method", "dino", *TINY, "--eval.every=0", "--run.save_every_steps=2",
+            *extra, "--resume", "auto"]
+
+
+def test_resume_auto_is_in_the_help_and_python_m_nolabel_cli_runs(capsys):
+    proc = subprocess.run([sys.executable, "-m", "nolabel.cli", "train", "--help"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "--resume [auto]" in text and "--resume auto:" in text
+    with pytest.raises(SystemExit):
+        main(["train", "--out", "X", "--resume", "maybe"])
+    assert "give --resume alone, or --resume auto" in capsys.readouterr().err
+
+
+def test_resume_auto_starts_in_an_empty_folder_continues_and_refuses_other_options(tmp_path, capsys):
+    from nolabel.checkpoint import load_checkpoint
+    from tests.train.test_resume import step_losses
+
+    out = tmp_path / "run"
+    out.mkdir()                                               # empty: a new run
+    code, _, err = run(_auto(out, "--run.epochs=1"), capsys)
+    assert code == 0, err
+    assert load_checkpoint(out / "checkpoint.pt")["global_step"] == 4
+    losses = step_losses(out)
+    code, _, err = run(_auto(out, "--run.epochs=1"), capsys)   # finished: continued, nothing left to do
+    assert code == 0, err
+    assert load_checkpoint(out / "checkpoint.pt")["global_step"] == 4 and step_losses(out) == losses
+    code, _, err = run(_auto(out, "--run.epochs=2", "--seed", "1"), capsys)     # other options: refused
+    assert code == 2 and "--resume auto keeps the run's saved config" in err
+    assert "these options differ from it: run.epochs, run.seed" in err
+    simclr = _auto(out, "--run.epochs=1")
+    simclr = [a for a in simclr if not a.startswith("--dino.")]
+    simclr[simclr.index("dino")] = "simclr"
+    code, _, err = run(simclr, capsys)
+    assert code == 2 and f"--method simclr: the run in {out} trains dino" in err
+    assert load_checkpoint(out / "checkpoint.pt")["global_step"] == 4 and step_losses(out) == losses   # untouched
+
+
+KILLED_AT_STEP_3 = """
+import os, signal, sys
+from nolabel.methods.dino import Dino
+real = Dino.training_step
+def step(self, views, info):
+    if info.step == 3:                     # 3 steps done, the checkpoint of step 2 written
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, views, info)
+Dino.training_step = step
+from nolabel.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_resume_auto_continues_a_killed_run_exactly(tmp_path, capsys):
+    from nolabel.checkpoint import load_checkpoint
+    from tests.train.test_resume import step_losses
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    code, _, err = run(_auto(full), capsys)                   # a missing folder: a new run
+    assert code == 0, err
+    proc = subprocess.run([sys.executable, "-c", KILLED_AT_STEP_3, *_auto(cut)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert load_checkpoint(cut / "checkpoint.pt")["global_step"] == 2
+    code, _, err = run(_auto(cut), capsys)                    # the restart: the same command line
+    assert code == 0, err
+    resumed, reference = step_losses(cut), step_losses(full)
+    assert [s for s, _ in resumed] == [s for s, _ in reference] == list(range(8))
+    for (_, a), (_, b) in zip(resumed, reference):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
+
+
+def test_resume_auto_compares_the_config_file_too(tmp_path, capsys):
+    from nolabel.checkpoint import load_checkpoint
+
+    config, out = tmp_path / "config.yaml", tmp_path / "run"
+    tiny = [a for a in TINY if not a.startswith("--run.epochs=")]
+    argv = ["train", "--out", str(out), "--config", str(config), *tiny, "--eval.every=0", "--resume", "auto"]
+    config.write_text("run: {epochs: 1, seed: 3}\nmodel: {width: null}\n")   # null: left to the recipe
+    for _ in range(2):                                        # starts, then continues the finished run
+        code, _, err = run(argv, capsys)
+        assert code == 0, err
+    assert load_checkpoint(out / "checkpoint.pt")["global_step"] == 4
+    config.write_text("run: {epochs: 1, seed: 4}\n")
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "these options differ from it: run.seed" in err
+    config.write_text("method: simclr\nrun: {epochs: 1, seed: 3}\n")
+    code, _, err = run(argv, capsys)
+    assert code == 2 and f"--config {config} (method simclr): the run in {out} trains dino" in err

@@ -38,9 +38,18 @@ def _train_parser(sub) -> None:
                         "and 2 CPU cores in an hour), thesis (the papers' ImageNet values), auto (default: "
                         "small below 96 px); config.yaml records the one used (run.recipe)")
     p.add_argument("--out", required=True, help="run folder (config, checkpoints, metrics, plots)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
-                                                         "(a moved or copied run folder continues where it is)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, type=_resume_mode, metavar="auto",
+                   help="continue the run in --out from its last checkpoint (a moved or copied run folder "
+                        "continues where it is); --resume auto: continue the run in --out if there is one, "
+                        "else start it; a run there with other options is refused (one command line for "
+                        "every restart, e.g. torchrun --max-restarts)")
     p.add_argument("--config", default=None, help="YAML file with config sections")
+
+
+def _resume_mode(value: str) -> str:
+    if value != "auto":
+        raise argparse.ArgumentTypeError(f"{value!r}: give --resume alone, or --resume auto")
+    return value
 
 
 def _eval_parser(sub) -> None:
@@ -140,27 +149,16 @@ def _explicit_settings(args, overrides: list[str]) -> list[str]:
 
 
 def cmd_train(args, overrides: list[str]) -> int:
-    from nolabel.config import apply_overrides, diff, load_yaml, new_config
-    from nolabel.runs import CHECKPOINT, CONFIG_FILE, PREVIOUS
+    from nolabel.config import apply_overrides, load_yaml, new_config
+    from nolabel.runs import CHECKPOINT, PREVIOUS
     from nolabel.train import train
     from nolabel.presets import apply_demo_preset, drop_foreign_demo_options, is_demo
 
     out = Path(args.out)
     settings = _explicit_settings(args, overrides)
-    if args.resume:   # a missing or damaged checkpoint.pt with a readable previous one: train() says what to do
-        if not ((out / CHECKPOINT).is_file() or (out / PREVIOUS).is_file()) or not (out / CONFIG_FILE).is_file():
-            raise CliError(f"--resume: {out} holds no checkpoint to continue from (expected {out / CHECKPOINT})")
-        cfg = load_yaml(out / CONFIG_FILE)
-        if args.method and args.method != cfg.method:
-            raise CliError(f"--method {args.method}: the run in {out} trains {cfg.method}")
-        cfg.run.out = args.out   # the folder is the run: moved, copied or renamed, it continues where it is
-        changed = apply_overrides(load_yaml(out / CONFIG_FILE), settings)
-        changed.run.out = cfg.run.out
-        differs = diff(cfg, changed)
-        if differs:
-            raise CliError(f"--resume keeps the run's saved config ({out / CONFIG_FILE}); these options differ "
-                           f"from it: {', '.join(differs)}. Drop them, or start a new run with another --out")
-        return _report_train(train(cfg, resume=True))
+    holds_run = (out / CHECKPOINT).exists() or (out / PREVIOUS).exists()
+    if args.resume is True or (args.resume == "auto" and holds_run):
+        return _report_train(train(_resumed_config(args, settings), resume=True))
     if args.config:
         cfg = load_yaml(args.config)
         if args.method and args.method != cfg.method:
@@ -171,13 +169,49 @@ def cmd_train(args, overrides: list[str]) -> int:
         if args.data and is_demo(args.data):
             apply_demo_preset(cfg)
     apply_overrides(cfg, settings)
-    if cfg.data.train and is_demo(cfg.data.train) and not args.resume:
+    if cfg.data.train and is_demo(cfg.data.train):
         drop_foreign_demo_options(cfg)
     if not cfg.data.train:
         raise CliError("train needs --data SPEC (a folder, .tar/.tar.gz, .txt/.csv list, cifar10:DIR or demo)")
-    if (out / CHECKPOINT).exists() or (out / PREVIOUS).exists():
+    if holds_run:
         raise CliError(f"{out} already holds a run: continue it with --resume, or choose another --out")
     return _report_train(train(cfg))
+
+
+def _resumed_config(args, settings: list[str]):
+    """The saved config of the run in ``--out``, which ``--resume`` continues. The options given
+    must agree with it; with ``--resume auto``, so must ``--config``'s values and the method
+    the command line would start (dino without --method), since the same command line also
+    starts the run."""
+    from nolabel.config import apply_overrides, diff, load_yaml, set_value
+    from nolabel.runs import CHECKPOINT, CONFIG_FILE, PREVIOUS
+
+    out, flag = Path(args.out), "--resume" if args.resume is True else "--resume auto"
+    # a missing or damaged checkpoint.pt with a readable previous one: train() says what to do
+    if not ((out / CHECKPOINT).is_file() or (out / PREVIOUS).is_file()) or not (out / CONFIG_FILE).is_file():
+        raise CliError(f"{flag}: {out} holds no checkpoint to continue from (expected {out / CHECKPOINT})")
+    cfg = load_yaml(out / CONFIG_FILE)
+    given = load_yaml(args.config) if args.config and flag != "--resume" else None
+    method = args.method or (given.method if given else None) or (None if flag == "--resume" else "dino")
+    if method and method != cfg.method:
+        option = (f"--method {method}" if args.method else f"--config {args.config} (method {method})" if given
+                  else f"{flag} without --method (dino)")
+        raise CliError(f"{option}: the run in {out} trains {cfg.method}")
+    cfg.run.out = args.out   # the folder is the run: moved, copied or renamed, it continues where it is
+    changed = load_yaml(out / CONFIG_FILE)
+    if given is not None:    # the file's values that a recipe does not fill (null: left to it)
+        sections = given.to_dict()
+        for key in sorted(given.explicit):
+            section, name = key.split(".", 1)
+            if sections[section][name] is not None:
+                set_value(changed, key, sections[section][name], source=str(args.config))
+    apply_overrides(changed, settings)
+    changed.run.out = cfg.run.out
+    differs = diff(cfg, changed)
+    if differs:
+        raise CliError(f"{flag} keeps the run's saved config ({out / CONFIG_FILE}); these options differ "
+                       f"from it: {', '.join(differs)}. Drop them, or start a new run with another --out")
+    return cfg
 
 
 def _report_train(run_dir: Path) -> int:

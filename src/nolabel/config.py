@@ -78,6 +78,8 @@ class RunConfig:
                                        # config.yaml records the one used
     log_every: int = 10                # steps between metrics.jsonl lines
     save_every: int = 1                # epochs between checkpoints (also on SIGINT/SIGTERM and at the end)
+    save_every_steps: int = 0          # also a checkpoint every N optimisation steps, mid-epoch too (a crash
+                                       # costs at most N steps; resume is as exact as after Ctrl-C); 0: off
     progress: bool = True              # progress bar
     tensorboard: bool = False          # also write the metrics as TensorBoard events into RUN/tensorboard
                                        # (needs `pip install tensorboard`; nolabel.tensorboard_log)

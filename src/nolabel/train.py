@@ -1,10 +1,11 @@
 """The one training loop: every method runs through :func:`train`.
 
 It owns precision, step-indexed schedules, gradient clipping, EMA updates, logging,
-checkpoints (every epoch and on SIGINT/SIGTERM) and exact resume. Every value is checked
-before the data is read (:func:`nolabel.validation.validate`); a run refused before its
-first step leaves nothing in its folder; an interrupted run raises
-:class:`TrainingInterrupted` once its checkpoint is written.
+checkpoints (every epoch, every ``run.save_every_steps`` steps and on SIGINT/SIGTERM) and
+exact resume. Every value is checked before the data is read
+(:func:`nolabel.validation.validate`); a run refused before its first step leaves nothing
+in its folder; an interrupted run raises :class:`TrainingInterrupted` once its checkpoint
+is written.
 """
 from __future__ import annotations
 
@@ -298,6 +299,8 @@ def train(cfg: Config, resume: bool = False,
                 step_in_epoch += 1
                 if stop.signal is not None:
                     break
+                if step_in_epoch < steps_per_epoch and _steps_checkpoint_due(cfg.run.save_every_steps, global_step):
+                    checkpoint(epoch, step_in_epoch, sums, count)   # the interrupt's mid-epoch checkpoint
             progress.close()
             if stop.signal is not None and step_in_epoch < steps_per_epoch:
                 checkpoint(epoch, step_in_epoch, sums, count)
@@ -307,7 +310,8 @@ def train(cfg: Config, resume: bool = False,
             epoch += 1
             start_step = 0
             knn.after_epoch(method.encoder(), epoch, cfg.run.epochs, global_step, metrics, log, progress)
-            if epoch % cfg.run.save_every == 0 or epoch == cfg.run.epochs or stop.signal is not None:
+            if epoch % cfg.run.save_every == 0 or epoch == cfg.run.epochs or stop.signal is not None \
+                    or _steps_checkpoint_due(cfg.run.save_every_steps, global_step):
                 checkpoint(epoch, 0)
             if main:
                 plot_metrics(out)
@@ -316,6 +320,13 @@ def train(cfg: Config, resume: bool = False,
     metrics.close()
     log.info("done: %d epochs in %s", cfg.run.epochs, out)
     return out
+
+
+def _steps_checkpoint_due(every: int, global_step: int) -> bool:
+    """Whether ``--run.save_every_steps`` (0: off) asks for a checkpoint once ``global_step``
+    steps are done: mid-epoch, the one an interruption writes (its running sums with it); at
+    an epoch's end, that epoch's own."""
+    return every > 0 and global_step % every == 0
 
 
 def _interrupted(signum: int, out: Path, epoch: int, step: int, log, complete: bool = False):

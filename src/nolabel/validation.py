@@ -35,6 +35,8 @@ def validate(cfg: Config, resume: bool = False) -> None:
     _at_least(run.batch_size, 1, "--batch-size {}: give at least 1 image a step")
     _at_least(run.log_every, 1, "--run.log_every={}: must be >= 1 (steps between metrics lines)")
     _at_least(run.save_every, 1, "--run.save_every={}: must be >= 1 (epochs between checkpoints)")
+    _at_least(run.save_every_steps, 0, "--run.save_every_steps={}: must be >= 0 (optimisation steps between "
+                                       "checkpoints; 0: off)")
     _at_least(data.image_size, 1, "--data.image_size={}: must be >= 1 (pixels)")
     _at_least(data.num_workers, 0, "--data.num_workers={}: must be >= 0")
     _at_least(data.memory_limit_gb, 0, "--data.memory_limit_gb={}: must be >= 0")
