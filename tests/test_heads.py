@@ -36,3 +36,23 @@ def test_dino_head_shapes_and_bottleneck():
     assert not any(isinstance(m, nn.BatchNorm1d) for m in head.modules())
     assert len([m for m in head.mlp if isinstance(m, nn.Linear)]) == 3
     assert DINOHead(32, 10, 64, 16, use_bn=True)(torch.randn(4, 32)).shape == (4, 10)
+
+
+def test_dino_head_is_cosine_of_the_l2_bottleneck_and_the_normalised_prototypes():
+    """Thesis 5.3.1: logits = <z / |z|, w_k / |w_k|> with z the MLP's bottleneck output. Written
+    from the formula; scaling the bottleneck layer leaves the logits unchanged (drop the l2
+    normalisation and both checks fail)."""
+    torch.manual_seed(0)
+    head = DINOHead(32, out_dim=50, hidden_dim=64, bottleneck_dim=16).eval()
+    x = torch.randn(5, 32)
+    z = head.mlp(x)
+    w = head.last_layer.direction
+    want = torch.stack([torch.stack([z[i] @ w[k] / (z[i].norm() * w[k].norm()) for k in range(w.shape[0])])
+                        for i in range(z.shape[0])])
+    got = head(x)
+    assert torch.allclose(got, want, atol=1e-5)
+    last = [m for m in head.mlp if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(7.0)
+        last.bias.mul_(7.0)
+    assert torch.allclose(head(x), got, atol=1e-5)
