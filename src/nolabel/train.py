@@ -41,6 +41,7 @@ from nolabel.runs import BAD_FILES, CONFIG_FILE, ENCODER_FILE, load_encoder
 from nolabel.validation import validate
 from nolabel.views import MultiCrop, normalize
 
+
 class TrainingError(RuntimeError):
     """The run cannot go on (non-finite loss, impossible batch size...)."""
 

@@ -2,8 +2,8 @@
 protocol registry (:mod:`nolabel.evaluate.protocols`): every protocol gets the common
 options below and declares its own.
 
-Each writes ``<out>/<protocol>.json`` and prints its results; ``all`` writes ``eval.json``
-and ``eval.md``. Features are cached under ``<out>/cache`` unless ``--cache DIR`` (e.g.
+Each writes ``<out>/<protocol>.json`` and prints its results; ``all`` writes ``eval.json``,
+``eval.md`` and ``eval.html``. Features are cached under ``<out>/cache`` unless ``--cache DIR`` (e.g.
 one folder shared by several --out) or ``--no-cache`` is given. A protocol that declares
 ``writes_without_out = False`` (k-NN) writes nothing unless ``--out`` or ``--json`` is given.
 
@@ -19,7 +19,7 @@ from nolabel.evaluate.protocols import UNUSED, get_protocol, protocol_names, pro
 from nolabel.names import PATCH_POOLS
 
 MODEL_HELP = "run folder, exported backbone, random:<backbone>, random:<run> or pixels"
-ALL_HELP = "run every protocol that applies; write eval.json and eval.md"
+ALL_HELP = "run every protocol that applies; write eval.json, eval.md and eval.html"
 
 
 def _common(p, data: dict[str, str], writes: bool = True) -> None:

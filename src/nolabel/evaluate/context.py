@@ -20,8 +20,6 @@ from nolabel.evaluate import cache
 from nolabel.evaluate.features import extract_features
 from nolabel.evaluate.models import FeatureModel, load_model_for_data
 
-ROLES = ("train", "test")
-
 
 class EvalError(ValueError):
     """A protocol cannot run on these inputs; the message says which option and what to do."""
@@ -161,7 +159,8 @@ class EvalContext:
             if feats is not None:            # labels at hand: no need to open the images
                 classes, labels = feats.classes, feats.y
             else:
-                classes, labels = self.dataset(role).classes, self.dataset(role).labels_tensor()
+                data = self.dataset(role)
+                classes, labels = data.classes, data.labels_tensor()
             counts += [len(classes or []), int(labels.max()) + 1]
         return max(counts)
 
