@@ -28,7 +28,7 @@ from demo_learnability import demo_design, design_changes, design_options  # noq
 from nolabel.config import apply_overrides, load_yaml, new_config  # noqa: E402
 from nolabel.data import open_images  # noqa: E402
 from nolabel.evaluate.knn import knn_protocol  # noqa: E402
-from nolabel.presets import apply_demo_preset, drop_foreign_demo_options, is_demo  # noqa: E402
+from nolabel.presets import apply_demo_preset, is_demo  # noqa: E402
 from nolabel.runlog import MetricsLog  # noqa: E402
 from nolabel.runs import CONFIG_FILE  # noqa: E402
 from nolabel.train import train  # noqa: E402
@@ -75,9 +75,9 @@ def _train(options: list[str], out: Path, snapshots: list[int], design: str) -> 
     """``nolabel train --method dino --data demo OPTIONS``, copying the run folder to
     ``OUT-epochE`` once epoch E's checkpoint is written (before the first step of epoch
     E + 1; the last epoch's is the run itself)."""
-    cfg = apply_demo_preset(new_config("dino"))
+    cfg = new_config("dino")
     apply_overrides(cfg, [f"--data.train=demo?design={design}", f"--run.out={out}", "--run.progress=false", *options])
-    drop_foreign_demo_options(cfg)
+    apply_demo_preset(cfg)              # the demo's values where no option was given
     state = {}
 
     def on_step(step, logs):

@@ -5,7 +5,7 @@ plateau"): the method's own ``training_step``, AdamW at a constant learning rate
 constant teacher momentum and temperature, no schedules, no clipping, on the first 256
 demo images. ``--views same`` gives both branches the identical un-augmented image, so
 every difference between images is view-invariant; ``--views method`` uses the
-method's own two global views (DINO: ``views.dino_views``; SwAV: ``swav_views``).
+method's own two global views (DINO: ``view_presets.dino_views``; SwAV: ``view_presets.swav_views``).
 Prints one JSON object with, every 20 steps, the loss and for DINO the teacher
 entropy and the teacher-student KL (thesis Eq. 5.5); uniform output shows as a DINO
 entropy or a SwAV loss at log K.

@@ -75,11 +75,27 @@ def test_demo_preset_sets_cpu_values_and_user_options_win():
 
 
 def test_demo_preset_gives_way_to_another_backbone():
-    from nolabel.presets import apply_demo_preset, drop_foreign_demo_options
-    cfg = apply_demo_preset(new_config("dino"))
-    apply_overrides(cfg, ["--model.backbone=vit_tiny", "--model.patch_size=4"])
-    drop_foreign_demo_options(cfg)
+    from nolabel.presets import apply_demo_preset
+    cfg = apply_overrides(new_config("dino"), ["--model.backbone=vit_tiny", "--model.patch_size=4",
+                                               "--run.epochs=3"])
+    apply_demo_preset(cfg)                                # after the options: it fills only what is unset
     assert cfg.model.width is None and cfg.model.small_stem is None and cfg.model.patch_size == 4
+    assert cfg.model.backbone == "vit_tiny" and cfg.run.epochs == 3 and cfg.run.batch_size == 128
     kept = apply_demo_preset(new_config("dino"))           # the preset's own backbone keeps its options
-    drop_foreign_demo_options(kept)
     assert kept.model.width == 0.25 and kept.model.small_stem is True
+
+
+def test_resolution_completes_the_config_once(tmp_path):
+    """presets.resolve: the recipe, the backbone's own choices and the method's
+    data-dependent values, all written before anything is built (after the demo preset)."""
+    from nolabel.presets import apply_demo_preset, resolve
+    cfg = apply_overrides(new_config("dino"), ["--data.train=demo", "--model.backbone=vit_tiny"])
+    resolve(apply_demo_preset(cfg), 32, 1000)
+    assert cfg.model.patch_size == 4 and cfg.model.depth == 12 and cfg.model.embed_dim == 192
+    assert cfg.model.width is None                         # not an option of a ViT
+    assert cfg.method_config.out_dim == 1024               # the demo preset's, not the recipe's 2048
+    assert cfg.method_config.warmup_teacher_temp_epochs == 2.5   # 10% of the demo's 25 epochs
+    assert cfg.run.recipe == "small" and cfg.run.batch_size == 128
+    resnet = resolve(apply_overrides(new_config("swav"), ["--model.backbone=resnet18"]), 32, 1000)
+    assert resnet.model.small_stem is True and resnet.model.width == 1.0 and resnet.model.patch_size is None
+    assert resnet.method_config.n_prototypes == 512 and resnet.method_config.queue_start_epoch == 8

@@ -14,13 +14,14 @@ LAYERS = [
     ["names", "atomic"],                            # no torch: the CLI's help reads these
     ["ops"],                                         # tensor operations, no nolabel state
     ["backbones", "losses", "views", "data", "metrics", "monitor", "optim"],
-    ["heads"],
+    ["heads", "view_presets"],                       # head builders; every method's view preset (on views)
     ["methods"],
     ["config"],                                      # dataclasses of every method's options
     ["presets", "dist_setup", "tensorboard_log", "checkpoint"],
     ["runs", "runlog", "knn_monitor"],               # the run folder; logs; in-training k-NN
     ["validation", "export_formats"],
-    ["train"],
+    ["train_setup"],                                 # building a run: data, resolved config, method
+    ["train"],                                       # the loop
     ["evaluate"],
     ["use"],
     ["cluster_collection", "demo_run", "report"],

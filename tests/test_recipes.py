@@ -40,7 +40,7 @@ def test_every_recipe_is_a_valid_config_of_its_method():
 def test_small_recipe_fills_unset_fields_and_options_win():
     method = get_method("simclr")
     cfg = apply_overrides(new_config("simclr"), ["--optim.lr=1e-3"])
-    resolve(cfg, 32, 1000, method.default_optim, method.recipes)
+    resolve(cfg, 32, 1000)
     assert cfg.run.recipe == "small"
     assert cfg.optim.lr == 1e-3                                   # the user's
     assert cfg.optim.weight_decay == method.recipes["small"]["optim.weight_decay"]
@@ -50,17 +50,17 @@ def test_small_recipe_fills_unset_fields_and_options_win():
 def test_thesis_recipe_keeps_the_papers_values():
     method = get_method("simclr")
     cfg = apply_overrides(new_config("simclr"), ["--run.recipe=thesis"])
-    resolve(cfg, 32, 1000, method.default_optim, method.recipes)
+    resolve(cfg, 32, 1000)
     assert cfg.run.recipe == "thesis"
     assert cfg.optim.lr == method.default_optim["lr"]
     assert cfg.optim.weight_decay == method.default_optim["weight_decay"]
-    assert cfg.method_config.temperature is None                  # left to the method: 0.5 below 96 px
+    assert cfg.method_config.temperature == 0.5                   # the method's rule below 96 px
 
 
 def test_large_images_get_the_thesis_values_under_auto():
     method = get_method("simclr")
     cfg = new_config("simclr")
-    resolve(cfg, 224, 1000, method.default_optim, method.recipes)
+    resolve(cfg, 224, 1000)
     assert cfg.run.recipe == "thesis" and cfg.optim.lr == method.default_optim["lr"]
 
 
@@ -68,7 +68,7 @@ def test_demo_preset_beats_the_recipe():
     method = get_method("simclr")
     cfg = apply_demo_preset(new_config("simclr"))
     demo_lr = cfg.optim.lr
-    resolve(cfg, 32, 1000, method.default_optim, method.recipes)
+    resolve(cfg, 32, 1000)
     assert cfg.optim.lr == demo_lr != method.recipes["small"]["optim.lr"]
 
 
@@ -76,8 +76,7 @@ def test_config_file_values_are_explicit(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("method: simclr\nsimclr:\n  temperature: 0.7\n")
     cfg = load_yaml(path)
-    method = get_method("simclr")
-    resolve(cfg, 32, 1000, method.default_optim, method.recipes)
+    resolve(cfg, 32, 1000)
     assert cfg.method_config.temperature == 0.7 and cfg.run.recipe == "small"
 
 

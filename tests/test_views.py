@@ -7,16 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from nolabel import views as V
+from nolabel.view_presets import dino_views, plain_views, siamese_views, swav_views, tile_views, two_view_preset
 from nolabel.views import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     MultiCrop,
     ViewSpec,
     blur_kernel_size,
-    dino_views,
     local_size,
+    n_global,
     normalize,
-    two_view_preset,
 )
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -162,6 +162,15 @@ def test_two_view_preset():
     assert two_view_preset(32, solarize=False)[1].solarize == 0.0
 
 
+def test_n_global_counts_the_global_views_of_every_preset():
+    assert n_global([ViewSpec(32, (0.3, 1.0), count=3), ViewSpec(16, (0.05, 0.3), count=4, is_global=False)]) == 3
+    assert n_global([ViewSpec(16, (0.05, 0.3), is_global=False)]) == 0
+    for specs in (dino_views(32, n_local=0), dino_views(32, n_local=4), two_view_preset(32), siamese_views(32, 3),
+                  swav_views(32, 0), swav_views(32, 6)):
+        assert n_global(specs) == 2 == MultiCrop(specs).n_global_views
+    assert n_global(plain_views(32)) == n_global(tile_views(32, 0.5, 0.3)) == 1
+
+
 def test_validation():
     with pytest.raises(ValueError):
         MultiCrop([ViewSpec(16, (0.05, 0.3), is_global=False), ViewSpec(32, (0.3, 1.0))])
@@ -180,7 +189,6 @@ def test_normalize_eval_path():
 
 
 def test_dino_views_hue_strength_reaches_every_view():
-    from nolabel.views import dino_views
     specs = dino_views(32, n_local=2, hue=0.5)
     assert all(spec.jitter_strength == (0.4, 0.4, 0.2, 0.5) for spec in specs)
     assert all(spec.jitter_strength[3] == 0.1 for spec in dino_views(32, n_local=2))   # BYOL's default

@@ -151,8 +151,8 @@ def _explicit_settings(args, overrides: list[str]) -> list[str]:
 def cmd_train(args, overrides: list[str]) -> int:
     from nolabel.config import apply_overrides, load_yaml, new_config
     from nolabel.runs import CHECKPOINT, PREVIOUS
+    from nolabel.presets import apply_demo_preset, is_demo
     from nolabel.train import train
-    from nolabel.presets import apply_demo_preset, drop_foreign_demo_options, is_demo
 
     out = Path(args.out)
     settings = _explicit_settings(args, overrides)
@@ -166,11 +166,9 @@ def cmd_train(args, overrides: list[str]) -> int:
             raise CliError(f"--method {args.method} conflicts with method {cfg_method!r} in {args.config}")
     else:
         cfg = new_config(args.method or "dino")
-        if args.data and is_demo(args.data):
-            apply_demo_preset(cfg)
     apply_overrides(cfg, settings)
-    if cfg.data.train and is_demo(cfg.data.train):
-        drop_foreign_demo_options(cfg)
+    if not args.config and cfg.data.train and is_demo(cfg.data.train):
+        apply_demo_preset(cfg)                     # the demo's CPU values, where no option was given
     if not cfg.data.train:
         raise CliError("train needs --data SPEC (a folder, .tar/.tar.gz, .txt/.csv list, cifar10:DIR or demo)")
     if holds_run:

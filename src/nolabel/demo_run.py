@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from nolabel.config import apply_overrides, diff, load_yaml, new_config
+from nolabel.config import apply_overrides, diff, load_yaml, new_config, set_value
 from nolabel.evaluate.knn import knn_protocol
 from nolabel.presets import DEMO_METHOD, apply_demo_preset
 from nolabel.runs import CHECKPOINT, CONFIG_FILE
@@ -51,14 +51,15 @@ def run_demo(out: Path, method: str | None = None, epochs: int | None = None, fr
         cfg.run.out = str(out)             # the folder is the run, wherever it was moved
         _train(cfg, out, resume=True)
     else:
-        cfg = apply_demo_preset(new_config(method or DEMO_METHOD))
+        cfg = new_config(method or DEMO_METHOD)
         cfg.data.train = train_spec
         cfg.run.out = str(out)
         apply_overrides(cfg, list(overrides))
         if epochs is not None:
-            cfg.run.epochs = epochs
+            set_value(cfg, "run.epochs", epochs)
         if seed is not None:
-            cfg.run.seed = seed
+            set_value(cfg, "run.seed", seed)
+        apply_demo_preset(cfg)                 # the demo's values where no option was given
         _train(cfg, out)
     saved = load_yaml(out / CONFIG_FILE)
     t_train = time.time() - t0

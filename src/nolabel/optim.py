@@ -4,6 +4,10 @@ Biases and normalisation parameters (every tensor of fewer than 2 dimensions) ge
 weight decay, as in DINO (thesis 5.3.2) and SwAV/LARS (4.2.5). With ``lars`` they also
 take plain SGD steps, without the trust ratio (see :mod:`nolabel.ops.lars`).
 
+A method may give parts of its network their own rule (``Method.param_group_rules``: a
+parameter-name prefix -> group options); ``fixed_lr`` keeps a group at the base learning
+rate throughout, without warm-up or decay (SimSiam's predictor, its paper's Section 4).
+
 Gradient clipping (:func:`clip_gradients_`): the thesis gives DINO's threshold (3.0,
 5.3.2) but not the norm it bounds; the reference code clips every parameter tensor's
 gradient on its own (``per_param``, the default), not one norm over all of them (``global``,
@@ -16,23 +20,38 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from nolabel.ops.lars import LARS, lars_param_groups
+from nolabel.ops.lars import LARS, lars_groups
 
 OPTIMIZERS = ("adamw", "sgd", "lars")
 CLIP_MODES = ("per_param", "global")
 
 
-def param_groups(params: Iterable[tuple[str, nn.Parameter]]) -> list[dict]:
+GROUP_OPTIONS = ("fixed_lr",)
+
+
+def param_groups(params: Iterable[tuple[str, nn.Parameter]], rules: dict[str, dict] | None = None) -> list[dict]:
     """Split trainable parameters into a decayed group (ndim >= 2) and a group with
-    ``weight_decay`` pinned to 0 (``"no_decay": True``)."""
-    decay, no_decay = [], []
-    for _, p in params:
+    ``weight_decay`` pinned to 0 (``"no_decay": True``); first the parameters no rule
+    names, then, for each prefix of ``rules`` (``{"predictor": {"fixed_lr": True}}``), the
+    parameters whose name starts with it, the same two ways, with the rule's options.
+    Empty groups are left out, except the first (a model of biases only keeps its shape)."""
+    rules = rules or {}
+    unknown = {k for options in rules.values() for k in options} - set(GROUP_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown parameter-group option(s) {sorted(unknown)}; known: {', '.join(GROUP_OPTIONS)}")
+    buckets: dict[str | None, tuple[list, list]] = {prefix: ([], []) for prefix in [None, *rules]}
+    for name, p in params:
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 else no_decay).append(p)
-    groups = [{"params": decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "no_decay": True, "weight_decay": 0.0})
+        prefix = next((r for r in rules if name == r or name.startswith(r + ".")), None)
+        buckets[prefix][0 if p.ndim >= 2 else 1].append(p)
+    groups = []
+    for prefix, (decay, no_decay) in buckets.items():
+        options = rules.get(prefix, {})
+        if decay or prefix is None:
+            groups.append({"params": decay, **options})
+        if no_decay:
+            groups.append({"params": no_decay, "no_decay": True, "weight_decay": 0.0, **options})
     return groups
 
 
@@ -47,7 +66,8 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
     ``adam_betas`` (every ``Method`` does: torch's (0.9, 0.999) unless its paper says otherwise,
     e.g. MAE's (0.9, 0.95)), else torch's.
     """
-    groups = param_groups(model.named_parameters())
+    rules = model.param_group_rules() if hasattr(model, "param_group_rules") else {}
+    groups = [{**g, "base_lr": lr} if g.get("fixed_lr") else g for g in param_groups(model.named_parameters(), rules)]
     if name == "adamw":
         betas = tuple(getattr(model, "adam_betas", DEFAULT_BETAS)) if betas is None else tuple(betas)
         return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=betas)
@@ -56,14 +76,15 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
     if name == "lars":
         # SwAV's optimizer (thesis 4.2.5): weights adapted and decayed; ndim < 2 groups carry
         # lars=False and no_decay=True, which set_schedule_values respects.
-        return LARS(lars_param_groups(model, weight_decay), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return LARS(lars_groups(groups, weight_decay), lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
 
 
 def set_schedule_values(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
-    """Write this step's learning rate and weight decay into every group."""
+    """Write this step's learning rate and weight decay into every group; a ``fixed_lr``
+    group keeps its ``base_lr``."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = group["base_lr"] if group.get("fixed_lr") else lr
         group["weight_decay"] = 0.0 if group.get("no_decay") else weight_decay
 
 

@@ -6,7 +6,11 @@ value is written into the run's saved config.
 """
 from __future__ import annotations
 
+import torch
+
+from nolabel.backbones import backbone_names, backbone_options, build_backbone
 from nolabel.config import Config, ConfigError, set_value
+from nolabel.methods import RunShape, get_method
 from nolabel.views import SMALL_IMAGE
 
 # The built-in demo set must train in minutes on 2 CPU cores (issue 12: `make demo`
@@ -48,27 +52,18 @@ def is_demo(spec: str) -> bool:
 
 
 def apply_demo_preset(cfg: Config) -> Config:
-    """Set the demo's CPU values for the run's method."""
-    for key, value in demo_preset(cfg.method).items():
-        set_value(cfg, key, value, source="demo preset")
-    return cfg
-
-
-def drop_foreign_demo_options(cfg: Config) -> Config:
-    """After the user's options: when they chose another backbone than the demo preset's,
-    unset the preset's ``model`` fields that backbone does not take (a ViT has no
-    ``width``), so ``--model.backbone=vit_tiny`` works on ``demo``."""
-    from nolabel.backbones import backbone_names, backbone_options
-
-    name = cfg.model.backbone
-    if name is None or name not in backbone_names():
-        return cfg
-    accepted = set(backbone_options(name))
-    for key, value in demo_preset(cfg.method).items():
+    """The demo's CPU values for the run's method, in the fields nobody set (an option or a
+    config file wins), except the preset's ``model`` fields that the run's backbone does not
+    take: with ``--model.backbone=vit_tiny`` on ``demo`` the preset's ResNet width is left out.
+    The values written count as set: the recipe (:func:`apply_recipe`) does not replace them."""
+    preset = demo_preset(cfg.method)
+    backbone = cfg.model.backbone if "model.backbone" in cfg.explicit else preset.get("model.backbone")
+    accepted = set(backbone_options(backbone)) if backbone in backbone_names() else set()
+    for key, value in preset.items():
         section, field = key.split(".")
-        if section == "model" and field != "backbone" and field not in accepted \
-                and getattr(cfg.model, field) == value:
-            setattr(cfg.model, field, None)
+        foreign = section == "model" and field != "backbone" and field not in accepted
+        if key not in cfg.explicit and not foreign:
+            set_value(cfg, key, value, source="demo preset")
     return cfg
 
 
@@ -121,11 +116,16 @@ DEFAULT_EPOCHS = 100
 DEFAULT_BATCH = 256
 
 
-def resolve(cfg: Config, image_size: int, n_images: int, default_optim: dict,
-            recipes: dict[str, dict] | None = None) -> Config:
-    """Fill every ``None`` field that depends on the data; returns ``cfg`` (modified).
-    The method's recipe (``recipes``, see :func:`apply_recipe`) goes first."""
-    apply_recipe(cfg, recipes or {}, image_size)
+def resolve(cfg: Config, image_size: int, n_images: int) -> Config:
+    """The run's one resolution step: the data's facts (``image_size``, ``n_images``) and
+    the method's class make ``cfg`` complete, every field the run uses written (the method's
+    recipe, then the rules below, the backbone's own choices and the method's
+    :meth:`~nolabel.methods.base.Method.resolve_config`), so that the saved config.yaml says
+    what ran. Every choice was validated before the data was read (``validation.validate``);
+    the entry points that train the demo (``nolabel train --data demo``, ``nolabel demo``)
+    have filled the demo preset before (:func:`apply_demo_preset`). Returns ``cfg`` (modified)."""
+    method = get_method(cfg.method)
+    apply_recipe(cfg, method.recipes, image_size)
     cfg.data.image_size = image_size
     if cfg.model.backbone is None:
         cfg.model.backbone = default_backbone(image_size)
@@ -133,7 +133,7 @@ def resolve(cfg: Config, image_size: int, n_images: int, default_optim: dict,
         cfg.run.epochs = DEFAULT_EPOCHS
     if cfg.run.batch_size is None:     # the largest power of two up to 256 that the data fills
         cfg.run.batch_size = max(1, min(DEFAULT_BATCH, 1 << (max(n_images, 1).bit_length() - 1)))
-    for key, value in default_optim.items():
+    for key, value in method.default_optim.items():
         if getattr(cfg.optim, key) is None:
             setattr(cfg.optim, key, value)
     if cfg.optim.warmup_epochs is None:
@@ -144,6 +144,21 @@ def resolve(cfg: Config, image_size: int, n_images: int, default_optim: dict,
         cfg.optim.clip_grad = 0.0
     if cfg.optim.weight_decay_end is None:
         cfg.optim.weight_decay_end = cfg.optim.weight_decay
+    complete_model(cfg, image_size)
+    method.resolve_config(cfg.method_config, RunShape(image_size=image_size, epochs=cfg.run.epochs,
+                                                      n_images=n_images))
+    return cfg
+
+
+def complete_model(cfg: Config, image_size: int) -> Config:
+    """Write the backbone's own choices (a ResNet's stem, a ViT's patch size, depth, width...)
+    into the ``model`` fields left unset that the backbone takes, read from its ``spec``
+    (built on the meta device: no memory, no time)."""
+    with torch.device("meta"):
+        spec = build_backbone(cfg.model.backbone, image_size=image_size, **backbone_kwargs(cfg)).spec
+    for field in backbone_options(cfg.model.backbone):
+        if hasattr(cfg.model, field) and getattr(cfg.model, field) is None and field in spec:
+            setattr(cfg.model, field, spec[field])
     return cfg
 
 

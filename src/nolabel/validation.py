@@ -23,7 +23,7 @@ def validate(cfg: Config, resume: bool = False) -> None:
     """Raise a ValueError (usually a :class:`ConfigError`) naming the first wrong value
     of ``cfg``; ``resume``: the run continues from its checkpoint (``model.init`` unused)."""
     run, data, model, optim = cfg.run, cfg.data, cfg.model, cfg.optim
-    get_method(cfg.method)                                   # lists the methods
+    get_method(cfg.method).check_config(cfg.method_config)  # lists the methods; the method's own values
     if not data.train:
         raise ConfigError("data.train is empty: give --data SPEC (a folder, .tar/.tar.gz, .txt/.csv list, cifar10:DIR or demo)")
     if not run.out:

@@ -85,7 +85,13 @@ class ViewSpec:
                 raise ValueError(f"{name} probability must be in [0, 1], got {p}")
 
 
-# ----------------------------------------------------------------------------- presets
+def n_global(specs: Sequence[ViewSpec]) -> int:
+    """The number of global views of a spec list (``count`` of each ``is_global`` spec): the
+    views a teacher sees, whose codes or targets are computed; they come first."""
+    return sum(s.count for s in specs if s.is_global)
+
+
+# ----------------------------------------------------------------------------- sizes
 
 
 # The side below which images count as small (CIFAR's 32, Tiny-ImageNet's 64) and methods take
@@ -114,54 +120,6 @@ def blur_kernel_size(size: int) -> int:
 def auto_blur(image_size: int, blur: bool | None) -> bool:
     """``blur`` if set, else on from 64 px up (a blur on 32-px crops erases their content)."""
     return image_size >= 64 if blur is None else bool(blur)
-
-
-def dino_views(image_size: int, n_local: int = 6, s: float = 0.32, blur: bool | None = None,
-               local_scale_min: float = 0.05, hue: float = 0.1) -> list[ViewSpec]:
-    """DINO's multi-crop preset (thesis 5.3.2, 5.6.7): 2 globals then ``n_local`` locals.
-
-    Global views are ``image_size`` pixels with area fraction in ``(s, 1)``; the first
-    is always blurred, the second blurred with p 0.1 and solarised with p 0.2. Local
-    views are ``local_size(image_size)`` pixels with area in ``(local_scale_min, s)``
-    (0.05 in the thesis), blurred with
-    p 0.5. Colour jitter is BYOL's (0.4, 0.4, 0.2, ``hue``), hue strength 0.1 by default. ``s`` defaults to 0.32, near the optimum ~0.3 of the thesis' ablation (5.6.7).
-
-    ``blur=None`` turns the blur off for images smaller than 64 px: a Gaussian with
-    sigma up to 2 px on a 32-px image (16-px locals) erases most of its content, and
-    CIFAR-scale benchmarks (e.g. lightly's) drop the blur too.
-    """
-    if not 0.0 < local_scale_min < s < 1.0:
-        raise ValueError(f"need 0 < local_scale_min ({local_scale_min}) < s ({s}) < 1")
-    if n_local < 0:
-        raise ValueError(f"n_local must be >= 0, got {n_local}")
-    on = auto_blur(image_size, blur)
-    jitter = (0.4, 0.4, 0.2, hue)
-    specs = [
-        ViewSpec(image_size, (s, 1.0), blur=1.0 if on else 0.0, jitter_strength=jitter),
-        ViewSpec(image_size, (s, 1.0), blur=0.1 if on else 0.0, solarize=0.2, jitter_strength=jitter),
-    ]
-    if n_local > 0:
-        specs.append(
-            ViewSpec(local_size(image_size), (local_scale_min, s), count=n_local, blur=0.5 if on else 0.0,
-                     is_global=False, jitter_strength=jitter)
-        )
-    return specs
-
-
-def two_view_preset(
-    image_size: int,
-    scale: tuple[float, float] = (0.08, 1.0),
-    blur: bool | None = None,
-    solarize: bool = True,
-) -> list[ViewSpec]:
-    """BYOL's pair of global views [Grill et al., 2020]: same crop/flip/jitter/grayscale,
-    blur p 1.0 and 0.1, solarisation p 0.0 and 0.2 (``solarize=False`` -> none).
-    ``blur=None`` is automatic as in :func:`dino_views` (off below 64 px)."""
-    on = auto_blur(image_size, blur)
-    return [
-        ViewSpec(image_size, scale, blur=1.0 if on else 0.0),
-        ViewSpec(image_size, scale, blur=0.1 if on else 0.0, solarize=0.2 if solarize else 0.0),
-    ]
 
 
 # ----------------------------------------------------------------------------- pixel ops
@@ -369,7 +327,7 @@ class MultiCrop(nn.Module):
 
     @property
     def n_global_views(self) -> int:
-        return sum(s.count for s in self.specs if s.is_global)
+        return n_global(self.specs)
 
     def extra_repr(self) -> str:
         return "\n".join(repr(s) for s in self.specs)

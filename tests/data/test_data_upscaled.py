@@ -10,7 +10,7 @@ from PIL import Image
 
 from nolabel.data import open_images
 from nolabel.runs import BAD_FILES
-from nolabel.train import _report_bad
+from nolabel.train_setup import report_bad
 from tests.data.conftest import random_rgb
 
 
@@ -35,6 +35,6 @@ def test_tiny_image_is_used_and_listed_as_upscaled(tiny_folder: Path, in_memory:
 
 def test_upscaled_files_go_to_the_list_with_a_reason(tmp_path: Path) -> None:
     log = logging.getLogger("test_upscaled")
-    _report_bad([("gone.jpg", "empty file")], tmp_path, log, True, upscaled=[("dot.png", "upscaled from 1x1")])
-    _report_bad([], tmp_path, log, True, upscaled=[("dot.png", "upscaled from 1x1")])      # no duplicate
+    report_bad([("gone.jpg", "empty file")], tmp_path, log, True, upscaled=[("dot.png", "upscaled from 1x1")])
+    report_bad([], tmp_path, log, True, upscaled=[("dot.png", "upscaled from 1x1")])      # no duplicate
     assert (tmp_path / BAD_FILES).read_text().splitlines() == ["gone.jpg\tempty file", "dot.png\tupscaled from 1x1"]

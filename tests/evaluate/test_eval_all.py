@@ -106,6 +106,7 @@ def test_eval_all_baselines_are_the_same_protocols_on_random_init_and_pixels(tin
     assert random["features"]["train"]["cache_file"] != report["features"]["train"]["cache_file"]
     md = (out / "eval.md").read_text()
     assert "| protocol | setting | metric | value | random init | raw pixels | seconds |" in md
+    assert "weights drawn with torch's seed 0" in md                 # which random network it was
     knn_row = next(line for line in md.splitlines() if line.startswith("| k-NN |"))
     cells = [c.strip() for c in knn_row.strip("|").split("|")]
     top = lambda r: f"{r['top1']:.2f} % / {r['top5']:.2f} %"    # noqa: E731

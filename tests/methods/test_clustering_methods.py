@@ -13,7 +13,8 @@ from nolabel.backbones.sobel import Sobel
 from nolabel.checkpoint import load_checkpoint
 from nolabel.config import apply_overrides, new_config
 from nolabel.methods import RunShape, StepInfo, get_method
-from nolabel.methods._clustering import cluster, default_k, rotate4
+from nolabel.methods._clustering import cluster, default_k
+from nolabel.methods.rotnet import rotate4
 from nolabel.runlog import MetricsLog
 from nolabel.train import TrainingInterrupted, train
 from tests.train.conftest import TINY

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import nolabel.train as train_module
+import nolabel.train_setup as train_setup
 from nolabel.backbones import build_backbone
 from nolabel.config import apply_overrides, new_config
 from nolabel.methods import RunShape, StepInfo, get_method, method_names
@@ -55,7 +56,7 @@ def test_registered():
 def test_trains_through_the_loop(name, tmp_path):
     grads = {}
     backbone_params = []
-    original = train_module.build_backbone
+    original = train_setup.build_backbone
 
     def spy(*args, **kwargs):
         backbone = original(*args, **kwargs)
@@ -67,11 +68,11 @@ def test_trains_through_the_loop(name, tmp_path):
 
     cfg = new_config(name)
     apply_overrides(cfg, TINY_RUN + [f"--run.out={tmp_path / 'run'}", f"--{name}.hidden_dim=32"])
-    train_module.build_backbone = spy
+    train_setup.build_backbone = spy
     try:
         out = train_module.train(cfg, on_step=on_step)
     finally:
-        train_module.build_backbone = original
+        train_setup.build_backbone = original
     steps = [r for r in MetricsLog(out).read() if r["type"] == "step"]
     assert len(steps) == 2
     assert all(math.isfinite(r["loss"]) for r in steps)

@@ -7,14 +7,12 @@ import signal
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from nolabel.backbones import build_backbone
 from nolabel.checkpoint import load_checkpoint
 from nolabel.config import apply_overrides, new_config
 from nolabel.methods import RunShape, StepInfo
-from nolabel.methods.sela import Sela, SelaConfig, sinkhorn_labels
-from nolabel.ops.sinkhorn import sinkhorn_knopp
+from nolabel.methods.sela import Sela, SelaConfig
 from nolabel.runlog import MetricsLog
 from nolabel.train import TrainingInterrupted, train
 from tests.train.conftest import TINY
@@ -39,28 +37,6 @@ def step_records(out):
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
     return train(sela_config(tmp_path_factory.mktemp("sela") / "full"))
-
-
-def test_sinkhorn_labels_match_sinkhorn_knopp_chunk_by_chunk():
-    torch.manual_seed(0)
-    z = F.normalize(torch.randn(50, 8), dim=1)
-    w = F.normalize(torch.randn(5, 8), dim=1)
-    for eps, iters in ((0.05, 3), (0.004, 20)):
-        labels, ran = sinkhorn_labels(z, w, eps, iters, tol=0.0, chunk=7)
-        assert ran == iters
-        assert torch.equal(labels, sinkhorn_knopp(z @ w.T, eps, iters).argmax(dim=1))
-
-
-def test_sinkhorn_labels_equipartition_and_early_stop():
-    torch.manual_seed(0)
-    z = F.normalize(torch.randn(1, 16) + 0.1 * torch.randn(2000, 16), dim=1)   # close features
-    w = F.normalize(torch.randn(20, 16), dim=1)
-    labels, ran = sinkhorn_labels(z, w, eps=0.004, n_iters=100)
-    assert ran < 100
-    sizes = torch.bincount(labels, minlength=20).float() / (2000 / 20)
-    assert sizes.min() > 0.75 and sizes.max() < 1.25
-    greedy = torch.bincount((z @ w.T).argmax(1), minlength=20).float() / (2000 / 20)
-    assert greedy.max() > 2                  # without the transport constraint: unbalanced
 
 
 def test_defaults():

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from nolabel.ops.lars import LARS, lars_param_groups
-from nolabel.optim import set_schedule_values
+from nolabel.ops.lars import LARS, lars_groups
+from nolabel.optim import param_groups, set_schedule_values
 
 
 def two_by_two_layer():
@@ -23,7 +23,7 @@ def two_by_two_layer():
 
 def test_one_step_against_hand_computation():
     layer = two_by_two_layer()
-    opt = LARS(lars_param_groups(layer, weight_decay=0.1), lr=2.0, momentum=0.9, eta=0.001)
+    opt = LARS(lars_groups(param_groups(layer.named_parameters()), weight_decay=0.1), lr=2.0, momentum=0.9, eta=0.001)
     opt.step()
     # weight: ratio = 0.001 * 5 / (1 + 0.1 * 5) = 1 / 300
     #         d = ratio * (g + 0.1 w) = (diag(0.6, 0.8) + diag(0.3, 0.4)) / 300 = diag(0.003, 0.004)
@@ -36,7 +36,7 @@ def test_one_step_against_hand_computation():
 def test_groups_exclude_biases_and_norms_from_adaptation_and_decay():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2), nn.LayerNorm(2))
     model[0].weight.requires_grad_(False)                               # frozen: left out
-    groups = lars_param_groups(model, weight_decay=0.5)
+    groups = lars_groups(param_groups(model.named_parameters()), weight_decay=0.5)
     adapted, plain = groups
     assert adapted["lars"] and not adapted["no_decay"] and adapted["weight_decay"] == 0.5
     assert not plain["lars"] and plain["no_decay"] and plain["weight_decay"] == 0.0
@@ -58,9 +58,9 @@ def test_groups_exclude_biases_and_norms_from_adaptation_and_decay():
             assert torch.equal(p, before[name]), name
 
 
-def test_only_biases_gives_one_group():
-    groups = lars_param_groups(nn.LayerNorm(3), weight_decay=0.1)
-    assert len(groups) == 1 and groups[0]["no_decay"]
+def test_only_biases_leave_the_weight_group_empty():
+    groups = lars_groups(param_groups(nn.LayerNorm(3).named_parameters()), weight_decay=0.1)
+    assert [len(g["params"]) for g in groups] == [0, 2] and groups[1]["no_decay"] and not groups[1]["lars"]
 
 
 def test_momentum_over_two_steps_with_changing_lr_and_decay():
@@ -113,14 +113,14 @@ def run_steps(model, opt, steps, seed):
 def test_state_dict_round_trip_resumes_exactly():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 3))
-    opt = LARS(lars_param_groups(model, 1e-3), lr=1.0, momentum=0.9)
+    opt = LARS(lars_groups(param_groups(model.named_parameters()), 1e-3), lr=1.0, momentum=0.9)
     run_steps(model, opt, 2, seed=1)
     saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
     run_steps(model, opt, 2, seed=2)                                    # uninterrupted run
 
     resumed = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 3))
     resumed.load_state_dict(saved_model)
-    resumed_opt = LARS(lars_param_groups(resumed, 0.0), lr=0.0, momentum=0.5)    # overwritten by the load
+    resumed_opt = LARS(lars_groups(param_groups(resumed.named_parameters()), 0.0), lr=0.0, momentum=0.5)    # overwritten by the load
     resumed_opt.load_state_dict(saved_opt)
     assert resumed_opt.param_groups[0]["momentum"] == 0.9 and not resumed_opt.param_groups[1]["lars"]
     run_steps(resumed, resumed_opt, 2, seed=2)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-import nolabel.train
+import nolabel.train_setup
 from nolabel.checkpoint import load_checkpoint
 from nolabel.cli import main
 from nolabel.methods.dino import Dino
@@ -66,7 +66,7 @@ def test_every_value_is_checked_before_the_data_is_read(option, message, tmp_pat
     def no_data(*args, **kwargs):
         raise AssertionError("the data was opened before the options were checked")
 
-    monkeypatch.setattr(nolabel.train, "open_images", no_data)
+    monkeypatch.setattr(nolabel.train_setup, "open_images", no_data)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
     tiny = [o for o in TINY if not o.startswith(("--run.epochs=", "--run.batch_size=", "--model.backbone="))]
@@ -86,7 +86,7 @@ def _damage(path: Path, how: str) -> None:
 def _no_data(monkeypatch):
     def no_data(*args, **kwargs):
         raise AssertionError("the data was opened before the checkpoint was checked")
-    monkeypatch.setattr(nolabel.train, "open_images", no_data)
+    monkeypatch.setattr(nolabel.train_setup, "open_images", no_data)
 
 
 def test_damaged_checkpoint_names_the_file_and_the_previous_one(tiny_config, monkeypatch, capsys):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import nolabel.train
+import nolabel.train_setup
 from nolabel.checkpoint import load_checkpoint
 from nolabel.cli import main
 from nolabel.runlog import MetricsLog
@@ -29,13 +29,13 @@ def _crash_at(step_to_fail):
 
 def _saved_steps(monkeypatch):
     """Record (global_step, step_in_epoch) of every checkpoint the loop writes."""
-    saved, real = [], nolabel.train.save_checkpoint
+    saved, real = [], nolabel.train_setup.save_checkpoint
 
     def save(path, state):
         saved.append((state["global_step"], state["step_in_epoch"]))
         real(path, state)
 
-    monkeypatch.setattr(nolabel.train, "save_checkpoint", save)
+    monkeypatch.setattr(nolabel.train_setup, "save_checkpoint", save)
     return saved
 
 
@@ -85,7 +85,7 @@ def test_negative_save_every_steps_is_refused_before_the_data_is_read(value, tmp
     def no_data(*args, **kwargs):
         raise AssertionError("the data was opened before the options were checked")
 
-    monkeypatch.setattr(nolabel.train, "open_images", no_data)
+    monkeypatch.setattr(nolabel.train_setup, "open_images", no_data)
     out = tmp_path / "run"
     code = main(["train", "--out", str(out), "--method", "dino", *TINY, f"--run.save_every_steps={value}"])
     err = capsys.readouterr().err

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from nolabel.atomic import atomic_write
 from nolabel.names import PATCH_POOLS   # defined without torch for the CLI's help
+from nolabel.ops.pooling import gem_pool
 
 FORMAT = "nolabel.features/1"
 GEM_P = 3.0
@@ -64,7 +65,7 @@ def embed_normalized(network: nn.Module | None, x: Tensor, patch_tokens: str = "
     if patch_tokens == "avg":
         pooled = patches.mean(1)
     else:  # GeM: (mean of x^p)^(1/p) over tokens, on positive values
-        pooled = patches.clamp_min(1e-6).pow(GEM_P).mean(1).pow(1.0 / GEM_P)
+        pooled = gem_pool(patches, GEM_P)
     return torch.cat([cls, pooled], dim=1).float()  # (B, 2D)
 
 

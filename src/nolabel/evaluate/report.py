@@ -50,8 +50,9 @@ def markdown(report: dict) -> str:
                      f"{'from the cache' if f['from_cache'] else 'extracted'} in {f['seconds']:.1f} s")
     keys = [k for k in BASELINES if k in report.get("baselines", {})]
     for key in keys:
+        seeded = ", weights drawn with torch's seed 0 (the same network at every call)" if key == "random" else ""
         lines.append(f"- {BASELINES[key]}: `{report['baselines'][key]['model']}` "
-                     f"({report['baselines'][key]['architecture']}), same data and image size")
+                     f"({report['baselines'][key]['architecture']}{seeded}), same data and image size")
     heads = ["protocol", "setting", "metric", "value", *(BASELINES[k] for k in keys), "seconds"]
     lines += ["", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for name, result in report["protocols"].items():

@@ -39,10 +39,20 @@ def label_nmi(truth: torch.Tensor | None, assignments: torch.Tensor) -> float:
     return nmi(np.asarray(truth.cpu()), np.asarray(assignments.cpu()))
 
 
+def check_labelling(cfg, method: str) -> None:
+    """The ``check_config`` of the methods that relabel the dataset with several clusterings
+    (SeLa-v2, DeepCluster-v2, 4.4): a ValueError naming ``method`` unless ``n_heads`` and
+    ``label_every_epochs`` are at least 1."""
+    if cfg.n_heads < 1 or cfg.label_every_epochs < 1:
+        raise ValueError(f"{method} needs n_heads >= 1 and label_every_epochs >= 1, got {cfg.n_heads} "
+                         f"and {cfg.label_every_epochs}")
+
+
 def default_k(n_images: int, thesis_k: int) -> int:
     """``min(thesis_k, n_images // 10)``, at least 2: the thesis value (10000 for ImageNet's
     1.3M images, 3.2.1) unless the data is small, where clusters should still hold ~10
-    images on average (the same rule as sela.py)."""
+    images on average. The one cluster-count rule of the clustering methods (DeepCluster,
+    DeeperCluster, SeLa-v2, DeepCluster-v2)."""
     return max(2, min(thesis_k, n_images // 10))
 
 
@@ -109,13 +119,3 @@ def stats(assignments: torch.Tensor, k: int, previous: torch.Tensor | None, n_em
 def stat_logs(buffer: torch.Tensor, prefix: str = "") -> dict[str, float]:
     """The ``cluster_stats`` buffer as log entries."""
     return {prefix + name: float(v) for name, v in zip(STAT_NAMES, buffer.tolist())}
-
-
-def rotate4(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """RotNet's 4 rotations (2.2.3) of square images: (B, C, S, S) -> ((4B, C, S, S) images
-    rotated by 0, 90, 180, 270 degrees in that block order, (4B,) int64 rotation labels)."""
-    if images.shape[-1] != images.shape[-2]:
-        raise ValueError(f"rotations need square images, got {tuple(images.shape[-2:])}")
-    rotated = torch.cat([torch.rot90(images, r, dims=(2, 3)) for r in range(4)])
-    labels = torch.arange(4, device=images.device).repeat_interleave(images.shape[0])
-    return rotated, labels

@@ -25,9 +25,10 @@ from torch import nn
 
 from nolabel.losses.redundancy import barlow_twins_loss
 from nolabel.methods import register
-from nolabel.methods._siamese import (ADAMW_SMALL_BATCH, expander_student, mean_over_pairs, siamese_views,
+from nolabel.methods._siamese import (ADAMW_SMALL_BATCH, expander_student, expander_width, mean_over_pairs,
                                       spread_logs, spread_warnings, view_pairs)
-from nolabel.methods.base import Method, RunShape
+from nolabel.methods.base import Method, RunShape, fill
+from nolabel.view_presets import siamese_views
 
 
 @dataclass
@@ -52,13 +53,17 @@ class BarlowTwins(Method):
     default_optim = dict(ADAMW_SMALL_BATCH)
     encoder_prefix = "student.backbone"
 
+    @classmethod
+    def resolve_config(cls, cfg: BarlowTwinsConfig, shape: RunShape) -> None:
+        fill(cfg, "proj_dim", expander_width(shape.image_size))
+
     def __init__(self, cfg: BarlowTwinsConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
-        self.student, self.proj_dim = expander_student(backbone, cfg.proj_dim, shape.image_size)
-        self.resolve("proj_dim", self.proj_dim)
+        self.proj_dim = cfg.proj_dim
+        self.student = expander_student(backbone, cfg.proj_dim)
 
     def view_specs(self):
-        # The paper follows BYOL's augmentations (Appendix): views.two_view_preset's defaults.
+        # The paper follows BYOL's augmentations (Appendix): view_presets.two_view_preset's defaults.
         return siamese_views(self.shape.image_size, self.cfg.n_local_views)
 
     def training_step(self, views, info):
@@ -71,7 +76,7 @@ class BarlowTwins(Method):
                 on_diag = barlow_twins_loss(z[a], z[b], 0.0)
             return loss, {"on_diag": on_diag, "off_diag": (loss.detach() - on_diag) / lambd if lambd else 0.0}
 
-        loss, terms = mean_over_pairs(view_pairs(len(views), ordered=False), pair_loss)
+        loss, terms = mean_over_pairs(view_pairs(len(views), ordered=False, n_targets=self.n_global_views), pair_loss)
         return loss, {**terms, **spread_logs(feats, z, views[0].shape[0])}
 
     def health(self, epoch_means):

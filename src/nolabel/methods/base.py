@@ -7,13 +7,15 @@ method owns its networks, its loss state (center, queue, prototypes) and its vie
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nolabel.backbones import is_vit
-from nolabel.views import ViewSpec
+from nolabel.views import ViewSpec, n_global
 
 
 @dataclass
@@ -63,23 +65,37 @@ class Method(nn.Module):
 
     def __init__(self, cfg, backbone: nn.Module, shape: RunShape):
         super().__init__()
+        type(self).check_config(cfg)
+        type(self).resolve_config(cfg, shape)   # done already in a run (presets.resolve): a no-op there
         self.cfg = cfg
         self.shape = shape
 
-    def resolve(self, field: str, default):
-        """The config's ``field``, or ``default`` when the config leaves it unset (None).
-        The value chosen is written back into the config, so the run's saved
-        ``config.yaml`` states it (K, a temperature, a cluster count) and a resumed run
-        reads it from there rather than re-deriving it."""
-        value = getattr(self.cfg, field)
-        if value is None:
-            value = default
-            setattr(self.cfg, field, value)
-        return value
+    # --- the config, before anything is built ---------------------------------
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Raise a ValueError naming the option when a value of ``cfg`` (the method's
+        section) cannot work. ``validation.validate`` calls it before any data is read, so
+        only the values given are checked (unset ones are None)."""
+
+    @classmethod
+    def resolve_config(cls, cfg, shape: RunShape) -> None:
+        """Write into ``cfg`` every value left unset (None) that depends on the data (K, a
+        cluster count, a temperature...) with :func:`fill`: the run's saved ``config.yaml``
+        states it and a resumed run reads it rather than re-deriving it. The run's one
+        resolution step (``presets.resolve``) calls it before anything is built; ``__init__``
+        calls it again (nothing is left to fill then) so that a method built directly is
+        complete too."""
 
     # --- declared to the loop -------------------------------------------------
     def view_specs(self) -> list[ViewSpec]:
         raise NotImplementedError
+
+    @cached_property
+    def n_global_views(self) -> int:
+        """How many of the views are global (they come first): the ones a teacher sees and
+        whose codes or targets are computed. Read once from ``view_specs()``
+        (``views.n_global``)."""
+        return n_global(self.view_specs())
 
     def schedules(self, total_steps: int, steps_per_epoch: int) -> dict[str, Schedule]:
         """Extra step-indexed values (teacher momentum, temperatures...)."""
@@ -87,6 +103,18 @@ class Method(nn.Module):
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(student, teacher) pairs the loop updates with ``values['teacher_momentum']``."""
+        return []
+
+    def param_group_rules(self) -> dict[str, dict]:
+        """Parts of the network with their own optimizer rule: a parameter-name prefix ->
+        group options (``nolabel.optim.GROUP_OPTIONS``), e.g. ``{"predictor": {"fixed_lr":
+        True}}`` (SimSiam). Default: none, every parameter follows the loop's schedules."""
+        return {}
+
+    def reinitialised_parameters(self) -> list[nn.Parameter]:
+        """Parameters ``on_epoch_start`` has just re-initialised: the loop drops their
+        optimizer state (momentum, Adam moments) so they start afresh, as a new optimizer
+        would (DeepCluster's classifier, 3.2.1). Called after every ``on_epoch_start``."""
         return []
 
     def frozen_parameters(self, info: StepInfo) -> list[nn.Parameter]:
@@ -140,6 +168,20 @@ class Method(nn.Module):
         return self.training_step(views, info)
 
 
+def fill(cfg, field: str, default):
+    """``cfg.field``, or ``default`` written into ``cfg`` when the field is unset (None)."""
+    value = getattr(cfg, field)
+    if value is None:
+        value = default
+        setattr(cfg, field, value)
+    return value
+
+
+def per_view(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_views: int) -> torch.Tensor:
+    """Apply ``module`` to each view's rows: x (V*B, d_in) or (V, B, d_in) -> (V, B, d_out)."""
+    return torch.stack([module(chunk) for chunk in x.reshape(n_views, -1, x.shape[-1])])
+
+
 def forward_multicrop(backbone: nn.Module, views: list[torch.Tensor]) -> torch.Tensor:
     """Run ``backbone`` once per run of consecutive same-size views (multi-crop, thesis
     4.2.4) instead of once per view. views: V tensors (B,3,h_v,w_v). Returns (V*B, D)
@@ -153,6 +195,43 @@ def forward_multicrop(backbone: nn.Module, views: list[torch.Tensor]) -> torch.T
         outputs.append(backbone(torch.cat(views[start:end + 1], dim=0)))
         start = end + 1
     return torch.cat(outputs, dim=0)
+
+
+def project_multicrop(backbone: nn.Module, head: nn.Module, views: list[torch.Tensor], per_view_head: bool = False,
+                      l2: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone then head over multi-crop views: the backbone once per run of same-size views
+    (:func:`forward_multicrop`), then ``head`` on the features. views: V tensors (B,3,h,w).
+    Returns (features (V*B, D), head outputs (V, B, ...)).
+
+    ``per_view_head``: the head runs once per view, so each of its BatchNorm layers normalises
+    one view's batch (the two-branch papers' code), else once on all V*B rows (DINO, SwAV).
+    ``l2``: the head's outputs are l2-normalised in float32 (SwAV's projection, 4.2.1, which
+    SeLa-v2 and DeepCluster-v2 share, 4.4).
+    """
+    feats = forward_multicrop(backbone, views)                           # (V*B, D)
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        out = head(x)
+        return F.normalize(out.float(), dim=1) if l2 else out
+
+    if per_view_head:
+        return feats, per_view(project, feats, len(views))
+    out = project(feats)
+    return feats, out.reshape(len(views), views[0].shape[0], *out.shape[1:])
+
+
+class MultiCropNetwork(nn.Module):
+    """g = h o f: ``backbone`` then ``head`` over multi-crop views (:func:`project_multicrop`),
+    the network DINO's student and teacher are (thesis 5.3.1)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """views: V tensors (B,3,h,w). Returns (features (V*B, D), outputs (V, B, K))."""
+        return project_multicrop(self.backbone, self.head, views)
 
 
 def require_vit(backbone: nn.Module, method: str) -> None:

@@ -26,10 +26,11 @@ from torch import nn
 from nolabel.heads import mlp
 from nolabel.losses.regression import normalized_mse
 from nolabel.methods import register
-from nolabel.methods._siamese import (ADAMW_SMALL_BATCH, SiameseBranch, frozen_copy, mean_over_pairs, per_view,
-                                      siamese_views, spread_logs, spread_warnings, view_pairs)
-from nolabel.methods.base import Method, RunShape
+from nolabel.methods._siamese import (ADAMW_SMALL_BATCH, SiameseBranch, frozen_copy, mean_over_pairs, spread_logs,
+                                      spread_warnings, view_pairs)
+from nolabel.methods.base import Method, RunShape, per_view
 from nolabel.ops.schedules import cosine
+from nolabel.view_presets import siamese_views
 
 
 @dataclass
@@ -70,7 +71,7 @@ class BYOL(Method):
         self.teacher = frozen_copy(self.student)
 
     def view_specs(self):
-        # BYOL's augmentations (Appendix B, Table 6) are views.two_view_preset's defaults.
+        # BYOL's augmentations (Appendix B, Table 6) are view_presets.two_view_preset's defaults.
         return siamese_views(self.shape.image_size, self.cfg.n_local_views)
 
     def schedules(self, total_steps, steps_per_epoch):
@@ -84,13 +85,13 @@ class BYOL(Method):
         feats, z = self.student(views)                                   # (V*B, D), (V, B, d)
         p = per_view(self.predictor, z, len(views))                      # (V, B, d)
         with torch.no_grad():
-            _, target = self.teacher(views[:2])                          # (2, B, d)
+            _, target = self.teacher(views[:self.n_global_views])        # (2, B, d): the global views
 
         def pair_loss(t, s):
             cos = F.cosine_similarity(p[s].detach(), target[t], dim=1).mean()
             return normalized_mse(p[s], target[t]), {"cos": cos}
 
-        loss, terms = mean_over_pairs(view_pairs(len(views), ordered=True), pair_loss)
+        loss, terms = mean_over_pairs(view_pairs(len(views), ordered=True, n_targets=self.n_global_views), pair_loss)
         return 2.0 * loss, {**terms, **spread_logs(feats, z, views[0].shape[0])}
 
     def health(self, epoch_means):

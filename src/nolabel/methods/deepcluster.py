@@ -20,8 +20,9 @@ still takes RGB images and exports and evaluates like any backbone.
 Logged: NMI between consecutive assignments (Fig. 3.3b), NMI with the class labels
 when the training data has them (Fig. 3.3a, ``nmi_labels``), cluster-size statistics.
 
-Limitation: the loop owns the optimizer, so its momentum for the re-initialised
-classifier is not reset (the original code rebuilt the classifier's optimizer).
+The re-initialised classifier also starts with a fresh optimizer state (no momentum from
+the previous clustering's classifier): ``reinitialised_parameters``, as the original code,
+which rebuilt the classifier's optimizer at every reassignment.
 """
 from __future__ import annotations
 
@@ -34,9 +35,10 @@ from torch import nn
 from nolabel.backbones import build_backbone
 from nolabel.methods import register
 from nolabel.methods import _clustering as C
-from nolabel.methods.base import Method, RunShape, StepInfo
+from nolabel.methods.base import Method, RunShape, StepInfo, fill
 from nolabel.monitor import embedding_std
 from nolabel.ops.cluster_sampling import inverse_size_weights
+from nolabel.view_presets import plain_views
 from nolabel.views import ViewSpec
 
 
@@ -45,11 +47,6 @@ def sobel_backbone(backbone: nn.Module, sobel: bool) -> nn.Module:
     if not sobel or backbone.spec.get("sobel"):
         return backbone
     return build_backbone(**{**backbone.spec, "sobel": True})
-
-
-def plain_views(image_size: int, scale_min: float = 0.08) -> list[ViewSpec]:
-    """DeepCluster's augmentation (3.2.1): random resized crop and horizontal flip only."""
-    return [ViewSpec(image_size, (scale_min, 1.0), count=1, jitter=0.0, grayscale=0.0)]
 
 
 @torch.no_grad()
@@ -83,12 +80,19 @@ class DeepCluster(Method):
                      "weight_decay_end": 1e-5, "clip_grad": 0.0, "warmup_epochs": 0.0}
     encoder_prefix = "backbone"
 
-    def __init__(self, cfg: DeepClusterConfig, backbone: nn.Module, shape: RunShape):
-        super().__init__(cfg, backbone, shape)
+    @classmethod
+    def check_config(cls, cfg: DeepClusterConfig) -> None:
         if cfg.reassign_every < 1 or cfg.clustering not in ("kmeans", "pic"):
             raise ValueError(f"deepcluster needs reassign_every >= 1 and clustering kmeans|pic, got "
                              f"{cfg.reassign_every} and {cfg.clustering!r}")
-        self.n_clusters = k = self.resolve("n_clusters", C.default_k(shape.n_images, 10000))
+
+    @classmethod
+    def resolve_config(cls, cfg: DeepClusterConfig, shape: RunShape) -> None:
+        fill(cfg, "n_clusters", C.default_k(shape.n_images, 10000))
+
+    def __init__(self, cfg: DeepClusterConfig, backbone: nn.Module, shape: RunShape):
+        super().__init__(cfg, backbone, shape)
+        self.n_clusters = k = cfg.n_clusters
         self.backbone = sobel_backbone(backbone, cfg.sobel)
         self.classifier = nn.Linear(self.backbone.num_features, k)
         self.register_buffer("labels", torch.full((shape.n_images,), -1, dtype=torch.int32))
@@ -112,7 +116,12 @@ class DeepCluster(Method):
         self.labels[index] = result.assignments.to(self.labels)
         self.class_weights.copy_(inverse_size_weights(result.assignments, self.n_clusters))
         reset_linear_(self.classifier, seed=epoch)                         # no correspondence between epochs
+        self._reinitialised = list(self.classifier.parameters())
         self.label_epoch.fill_(epoch)
+
+    def reinitialised_parameters(self):
+        fresh, self._reinitialised = getattr(self, "_reinitialised", []), []
+        return fresh
 
     def training_step(self, views, info: StepInfo):
         if info.index is None:

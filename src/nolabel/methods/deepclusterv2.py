@@ -25,10 +25,11 @@ from torch import nn
 from nolabel.heads import mlp
 from nolabel.methods import register
 from nolabel.methods import _clustering as C
-from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
-from nolabel.methods.swav import swav_views
+from nolabel.methods.base import Method, RunShape, StepInfo, fill, project_multicrop
+from nolabel.methods.swav import SWAV_OPTIM
 from nolabel.monitor import embedding_std
 from nolabel.ops.precision import autocast_off
+from nolabel.view_presets import swav_views
 from nolabel.views import ViewSpec, auto_blur
 
 
@@ -51,18 +52,31 @@ class DeepClusterV2Config:
 class DeepClusterV2(Method):
     name = "deepclusterv2"
     Config = DeepClusterV2Config
-    # The SwAV optimisation shared by the v2 methods (see Swav.default_optim / Sela.default_optim).
-    default_optim = {"optimizer": "lars", "lr": 0.3, "min_lr": 3e-4, "weight_decay": 1e-6,
-                     "weight_decay_end": 1e-6, "clip_grad": 0.0}
+    # The SwAV optimisation shared by the v2 methods (see swav.SWAV_OPTIM).
+    default_optim = dict(SWAV_OPTIM)
+    # The small recipe (presets.apply_recipe, 32-95 px): SwAV's small recipe carried over (the
+    # same head, 512 hidden -> 128, K = 512 centroids per clustering, two 32-px crops, AdamW 2e-3
+    # per 256, weight decay 1e-4), the three clusterings and temperature 0.1 of 4.4 kept: 49.9%
+    # k-NN (k=200) on CIFAR-10 in 60 minutes on 2 CPU cores, +9.5 over raw pixels and +19.1 over
+    # random init; issue 12's target of 50 missed by 0.1 (BENCHMARKS.md, "Convergence in 60
+    # minutes"). The thesis values (2048 hidden, K 3000, 2+6 crops, LARS 0.3) are `--recipe thesis`.
+    recipes = {"small": {"deepclusterv2.hidden_dim": 512, "deepclusterv2.n_prototypes": 512,
+                         "deepclusterv2.n_local_views": 0, "optim.optimizer": "adamw", "optim.lr": 2e-3,
+                         "optim.weight_decay": 1e-4, "optim.weight_decay_end": 1e-4, "optim.min_lr": 0.0}}
     encoder_prefix = "backbone"
+
+    @classmethod
+    def check_config(cls, cfg: DeepClusterV2Config) -> None:
+        C.check_labelling(cfg, cls.name)
+
+    @classmethod
+    def resolve_config(cls, cfg: DeepClusterV2Config, shape: RunShape) -> None:
+        fill(cfg, "n_prototypes", C.default_k(shape.n_images, 3000))
+        fill(cfg, "blur", auto_blur(shape.image_size, None))
 
     def __init__(self, cfg: DeepClusterV2Config, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
-        if cfg.n_heads < 1 or cfg.label_every_epochs < 1:
-            raise ValueError(f"deepclusterv2 needs n_heads >= 1 and label_every_epochs >= 1, got {cfg.n_heads}, "
-                             f"{cfg.label_every_epochs}")
-        self.n_prototypes = k = self.resolve("n_prototypes", C.default_k(shape.n_images, 3000))
-        self.resolve("blur", auto_blur(shape.image_size, None))
+        self.n_prototypes = k = cfg.n_prototypes
         self.backbone = backbone
         self.projector = mlp(backbone.num_features, cfg.hidden_dim, cfg.out_dim, n_layers=2, norm="bn", act="relu")
         self.register_buffer("labels", torch.full((cfg.n_heads, shape.n_images), -1, dtype=torch.int32))
@@ -99,8 +113,8 @@ class DeepClusterV2(Method):
         if info.index is None:
             raise ValueError("deepclusterv2 looks up each image's cluster: info.index is missing")
         n_views, batch = len(views), views[0].shape[0]
-        feats = forward_multicrop(self.backbone, views)                    # (V*B, D)
-        z = F.normalize(self.projector(feats).float(), dim=1)              # (V*B, d)
+        feats, z = project_multicrop(self.backbone, self.projector, views, l2=True)   # (V*B, D), (V, B, d)
+        z = z.flatten(0, 1)                                                # (V*B, d)
         targets = self.labels[:, info.index.to(self.labels.device)].long()  # (H, B)
         losses, correct = [], 0.0
         for h in range(self.cfg.n_heads):

@@ -26,10 +26,11 @@ from torch import nn
 from nolabel.losses.hierarchical import hierarchical_loss_terms, super_class_targets
 from nolabel.methods import register
 from nolabel.methods import _clustering as C
-from nolabel.methods._clustering import rotate4
-from nolabel.methods.base import Method, RunShape, StepInfo
-from nolabel.methods.deepcluster import plain_views, reset_linear_, sobel_backbone
+from nolabel.methods.base import Method, RunShape, StepInfo, fill
+from nolabel.methods.deepcluster import reset_linear_, sobel_backbone
+from nolabel.methods.rotnet import rotate4
 from nolabel.monitor import embedding_std
+from nolabel.view_presets import plain_views
 from nolabel.views import ViewSpec
 
 
@@ -54,13 +55,25 @@ class DeeperCluster(Method):
                      "weight_decay_end": 1e-5, "clip_grad": 0.0, "warmup_epochs": 0.0}
     encoder_prefix = "backbone"
 
-    def __init__(self, cfg: DeeperClusterConfig, backbone: nn.Module, shape: RunShape):
-        super().__init__(cfg, backbone, shape)
+    @classmethod
+    def check_config(cls, cfg: DeeperClusterConfig) -> None:
         if cfg.n_super < 1 or cfg.reassign_every < 1:
             raise ValueError(f"deepercluster needs n_super >= 1 and reassign_every >= 1, got {cfg.n_super}, "
                              f"{cfg.reassign_every}")
-        self.m = m = max(1, min(cfg.n_super, shape.n_images // 10))
-        self.k = k = self.resolve("n_sub", C.default_k(shape.n_images // m, 80000))
+
+    @staticmethod
+    def super_clusters(cfg: DeeperClusterConfig, n_images: int) -> int:
+        """m: the super-classes actually used (at least 10 images each)."""
+        return max(1, min(cfg.n_super, n_images // 10))
+
+    @classmethod
+    def resolve_config(cls, cfg: DeeperClusterConfig, shape: RunShape) -> None:
+        fill(cfg, "n_sub", C.default_k(shape.n_images // cls.super_clusters(cfg, shape.n_images), 80000))
+
+    def __init__(self, cfg: DeeperClusterConfig, backbone: nn.Module, shape: RunShape):
+        super().__init__(cfg, backbone, shape)
+        self.m = m = self.super_clusters(cfg, shape.n_images)
+        self.k = k = cfg.n_sub
         self.backbone = sobel_backbone(backbone, cfg.sobel)
         d = self.backbone.num_features
         self.super_head = nn.Linear(d, 4 * m)                              # V

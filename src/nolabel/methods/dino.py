@@ -17,10 +17,11 @@ from nolabel.heads import DINOHead
 from nolabel.losses.dino import dino_loss, teacher_entropy, updated_center
 from nolabel.losses.koleo import koleo_loss
 from nolabel.methods import register
-from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
+from nolabel.methods.base import Method, MultiCropNetwork, RunShape, StepInfo, fill
 from nolabel.monitor import dino_collapse_warnings, embedding_std, embedding_collapse_warning
 from nolabel.ops.schedules import cosine, warmup_constant
-from nolabel.views import SMALL_IMAGE, ViewSpec, auto_blur, dino_views
+from nolabel.view_presets import dino_views
+from nolabel.views import SMALL_IMAGE, ViewSpec, auto_blur
 
 
 @dataclass
@@ -50,28 +51,13 @@ class DinoConfig:
     n_local_views: int = 6              # Table 5.14: 6 locals is within 0.2 of 10
     global_scale_min: float = 0.32      # s of 5.6.7 (best: 0.32)
     local_scale_min: float = 0.05
-    blur: bool | None = None            # None: off below 64 px (see views.dino_views)
+    blur: bool | None = None            # None: off below 64 px (see view_presets.dino_views)
     hue: float = 0.1                    # colour-jitter hue strength, BYOL's 0.1 (5.3.2); 0.5 turns the
                                         # hue circle, which removes colour as a cue (BENCHMARKS, demo)
     # KoLeo (DINOv2, Oquab et al. 2024, sec. 4; losses.koleo): weight of -mean log(distance to the
     # nearest neighbour) of the student's l2-normalised backbone features, per global view, added to
     # the loss. 0 = off (DINO); DINOv2 uses 0.1.
     koleo_weight: float = 0.0
-
-
-class DinoNetwork(nn.Module):
-    """g = h o f: backbone then DINO head, run once per crop resolution."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """views: V tensors (B,3,h,w). Returns (features (V*B, D), logits (V, B, K))."""
-        feats = forward_multicrop(self.backbone, views)
-        logits = self.head(feats)
-        return feats, logits.reshape(len(views), views[0].shape[0], -1)
 
 
 @register
@@ -96,19 +82,23 @@ class Dino(Method):
                          "dino.teacher_temp": 0.04, "dino.warmup_teacher_temp": 0.04}}
     encoder_prefix = "teacher.backbone"   # the teacher is the better network (5.3.1)
 
+    @classmethod
+    def resolve_config(cls, cfg: DinoConfig, shape: RunShape) -> None:
+        fill(cfg, "out_dim", 65536 if shape.image_size >= SMALL_IMAGE else 4096)
+        fill(cfg, "warmup_teacher_temp_epochs", 0.1 * shape.epochs)
+        fill(cfg, "blur", auto_blur(shape.image_size, None))
+
     def __init__(self, cfg: DinoConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
-        k = self.resolve("out_dim", 65536 if shape.image_size >= SMALL_IMAGE else 4096)
-        self.out_dim = k
+        self.out_dim = k = cfg.out_dim
         head = DINOHead(backbone.num_features, k, cfg.hidden_dim, cfg.bottleneck_dim,
                         cfg.n_layers, cfg.head_bn, cfg.norm_last_layer)
-        self.student = DinoNetwork(backbone, head)
+        self.student = MultiCropNetwork(backbone, head)
         self.teacher = copy.deepcopy(self.student)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.register_buffer("center", torch.zeros(k))
-        self.warmup_temp_epochs = self.resolve("warmup_teacher_temp_epochs", 0.1 * shape.epochs)
-        self.resolve("blur", auto_blur(shape.image_size, None))
+        self.warmup_temp_epochs = cfg.warmup_teacher_temp_epochs
 
     def view_specs(self) -> list[ViewSpec]:
         c = self.cfg
@@ -132,7 +122,7 @@ class Dino(Method):
         return []
 
     def training_step(self, views, info):
-        n_global = 2 if len(views) >= 2 else 1
+        n_global = self.n_global_views                                   # 2 (dino_views)
         teacher_temp = info.values["teacher_temp"]
         with torch.no_grad():
             teacher_feats, teacher_out = self.teacher(views[:n_global])   # (2B, D), (2, B, K)

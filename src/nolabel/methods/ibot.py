@@ -24,7 +24,7 @@ from nolabel.heads import DINOHead
 from nolabel.losses.dino import dino_loss, masked_patch_loss, teacher_entropy, updated_center
 from nolabel.losses.koleo import koleo_loss
 from nolabel.methods import register
-from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop, require_vit
+from nolabel.methods.base import Method, RunShape, StepInfo, fill, forward_multicrop, require_vit
 from nolabel.methods.dino import Dino, DinoConfig
 from nolabel.monitor import embedding_std
 from nolabel.ops.masking import block_masking, sample_mask_ratios
@@ -95,17 +95,27 @@ class Ibot(Method):
     default_optim = dict(Dino.default_optim)
     encoder_prefix = "teacher.backbone"
 
+    @classmethod
+    def check_config(cls, cfg: IbotConfig) -> None:
+        if not 0.0 <= cfg.mask_ratio_min <= cfg.mask_ratio_max < 1.0:
+            raise ValueError(f"--ibot.mask_ratio_min/max: need 0 <= {cfg.mask_ratio_min} <= {cfg.mask_ratio_max} < 1")
+        k, k_patch = cfg.out_dim, cfg.patch_out_dim
+        if cfg.shared_head and k is not None and k_patch is not None and k_patch != k:
+            raise ValueError(f"--ibot.patch_out_dim={k_patch} differs from --ibot.out_dim={k}: a shared head has "
+                             "one output size (set --ibot.shared_head=false for two heads)")
+
+    @classmethod
+    def resolve_config(cls, cfg: IbotConfig, shape: RunShape) -> None:
+        fill(cfg, "patch_out_dim", fill(cfg, "out_dim", 8192 if shape.image_size >= SMALL_IMAGE else 4096))
+        fill(cfg, "warmup_teacher_temp_epochs", 0.1 * shape.epochs)
+        fill(cfg, "blur", auto_blur(shape.image_size, None))
+        cls.check_config(cfg)    # a given patch_out_dim against the chosen out_dim
+
     def __init__(self, cfg: IbotConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
         require_vit(backbone, "iBOT")
-        if not 0.0 <= cfg.mask_ratio_min <= cfg.mask_ratio_max < 1.0:
-            raise ValueError(f"--ibot.mask_ratio_min/max: need 0 <= {cfg.mask_ratio_min} <= {cfg.mask_ratio_max} < 1")
-        k = self.resolve("out_dim", 8192 if shape.image_size >= SMALL_IMAGE else 4096)
-        k_patch = self.resolve("patch_out_dim", k)
-        if cfg.shared_head and k_patch != k:
-            raise ValueError(f"--ibot.patch_out_dim={k_patch} differs from --ibot.out_dim={k}: a shared head has "
-                             "one output size (set --ibot.shared_head=false for two heads)")
-        self.out_dim = k
+        self.out_dim = k = cfg.out_dim
+        k_patch = cfg.patch_out_dim
 
         def head(out_dim: int) -> DINOHead:
             return DINOHead(backbone.num_features, out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.n_layers,
@@ -117,8 +127,7 @@ class Ibot(Method):
             p.requires_grad_(False)
         self.register_buffer("center", torch.zeros(k))
         self.register_buffer("patch_center", torch.zeros(k_patch))
-        self.warmup_temp_epochs = self.resolve("warmup_teacher_temp_epochs", 0.1 * shape.epochs)
-        self.resolve("blur", auto_blur(shape.image_size, None))
+        self.warmup_temp_epochs = cfg.warmup_teacher_temp_epochs
 
     # DINO's own methods, called on this object: its multi-crop views, its EMA pair (student,
     # teacher) and its collapse checks. They read ``cfg`` (a DinoConfig), ``shape``, ``out_dim``
@@ -153,7 +162,7 @@ class Ibot(Method):
 
     def training_step(self, views, info):
         c = self.cfg
-        n_global, batch = (2 if len(views) >= 2 else 1), views[0].shape[0]
+        n_global, batch = self.n_global_views, views[0].shape[0]
         temp, patch_temp = info.values["teacher_temp"], info.values["teacher_patch_temp"]
         masks = self.sample_masks(n_global, batch, views[0])                        # (G, B, N)
         with torch.no_grad():

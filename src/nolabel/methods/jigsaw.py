@@ -26,7 +26,7 @@ from nolabel.methods.base import Method, RunShape
 from nolabel.monitor import pretext_health
 from nolabel.ops.permutations import max_hamming_permutations
 from nolabel.ops.tiles import cut_tiles, encode_tiles, normalize_tiles, sample_tile_origins, tile_grid
-from nolabel.views import ViewSpec
+from nolabel.view_presets import tile_views
 
 GRID = 3                            # 3x3 tiles (Section 3)
 
@@ -73,7 +73,7 @@ class Jigsaw(Method):
                         n_layers=2, norm="bn")
 
     def view_specs(self):
-        return [ViewSpec(self.shape.image_size, (self.cfg.crop_scale_min, 1.0), grayscale=self.cfg.grayscale)]
+        return tile_views(self.shape.image_size, self.cfg.crop_scale_min, self.cfg.grayscale)
 
     def make_puzzle(self, view: Tensor) -> tuple[Tensor, Tensor]:
         """view (B,3,S,S) -> (shuffled tiles (B, 9, 3, t, t), labels (B,) int64 on view's device)."""

@@ -17,8 +17,9 @@ from nolabel.backbones.pos_embed import sincos_2d
 from nolabel.heads import MaskedDecoder
 from nolabel.losses.reconstruction import masked_mse, patchify
 from nolabel.methods import register
-from nolabel.methods.base import Method, RunShape, require_vit
+from nolabel.methods.base import Method, RunShape, fill, require_vit
 from nolabel.ops.masking import random_masking
+from nolabel.view_presets import plain_views
 from nolabel.views import SMALL_IMAGE, ViewSpec
 
 
@@ -64,17 +65,26 @@ class Mae(Method):
     adam_betas = (0.9, 0.95)
     encoder_prefix = "backbone"
 
+    @classmethod
+    def check_config(cls, cfg: MaeConfig) -> None:
+        if not 0.0 < cfg.mask_ratio < 1.0:
+            raise ValueError(f"--mae.mask_ratio={cfg.mask_ratio}: must be in (0, 1)")
+        dim, heads = cfg.decoder_dim, cfg.decoder_num_heads
+        if dim is not None and heads is not None and dim % heads:
+            raise ValueError(f"--mae.decoder_dim={dim} is not a multiple of --mae.decoder_num_heads={heads}")
+
+    @classmethod
+    def resolve_config(cls, cfg: MaeConfig, shape: RunShape) -> None:
+        small = shape.image_size < SMALL_IMAGE
+        dim = fill(cfg, "decoder_dim", 128 if small else 512)
+        fill(cfg, "decoder_depth", 4 if small else 8)
+        fill(cfg, "decoder_num_heads", dim // 32 if dim % 32 == 0 and dim >= 32 else 1)
+        cls.check_config(cfg)    # a given head count against the chosen width
+
     def __init__(self, cfg: MaeConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
         require_vit(backbone, "MAE")
-        if not 0.0 < cfg.mask_ratio < 1.0:
-            raise ValueError(f"--mae.mask_ratio={cfg.mask_ratio}: must be in (0, 1)")
-        small = shape.image_size < SMALL_IMAGE
-        dim = self.resolve("decoder_dim", 128 if small else 512)
-        depth = self.resolve("decoder_depth", 4 if small else 8)
-        heads = self.resolve("decoder_num_heads", dim // 32 if dim % 32 == 0 and dim >= 32 else 1)
-        if dim % heads:
-            raise ValueError(f"--mae.decoder_dim={dim} is not a multiple of --mae.decoder_num_heads={heads}")
+        dim, depth, heads = cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_num_heads
         self.backbone = backbone
         self.patch_size = backbone.patch_size
         self.n_patches = backbone.grid_size[0] * backbone.grid_size[1]
@@ -87,7 +97,7 @@ class Mae(Method):
                                      dim=dim, depth=depth, num_heads=heads)
 
     def view_specs(self) -> list[ViewSpec]:
-        return [ViewSpec(self.shape.image_size, (self.cfg.scale_min, 1.0), jitter=0.0, grayscale=0.0)]
+        return plain_views(self.shape.image_size, self.cfg.scale_min)
 
     def reconstruct(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Pixels of every patch predicted from the visible ones: images (B,3,S,S), keep int64

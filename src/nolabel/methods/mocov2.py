@@ -32,10 +32,11 @@ from torch import nn
 from nolabel.heads import mlp
 from nolabel.losses.contrastive import info_nce
 from nolabel.methods import register
-from nolabel.methods._siamese import (MOCOV2_AUGMENTATION, SiameseBranch, frozen_copy, mean_over_pairs,
-                                      siamese_views, spread_logs, spread_warnings, view_pairs)
-from nolabel.methods.base import Method, RunShape
+from nolabel.methods._siamese import (SiameseBranch, frozen_copy, mean_over_pairs, spread_logs, spread_warnings,
+                                      view_pairs)
+from nolabel.methods.base import Method, RunShape, fill
 from nolabel.ops.queue import FeatureQueue
+from nolabel.view_presets import MOCOV2_AUGMENTATION, siamese_views
 
 
 @dataclass
@@ -78,12 +79,16 @@ class MoCoV2(Method):
                          "optim.warmup_epochs": 2.0, "mocov2.momentum": 0.99, "mocov2.symmetric": True}}
     encoder_prefix = "student.backbone"     # the query encoder (MoCo's linear evaluation)
 
+    @classmethod
+    def resolve_config(cls, cfg: MoCoV2Config, shape: RunShape) -> None:
+        fill(cfg, "queue_size", default_queue_size(shape.n_images))
+
     def __init__(self, cfg: MoCoV2Config, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
         head = mlp(backbone.num_features, cfg.hidden_dim, cfg.out_dim, n_layers=2)
         self.student = SiameseBranch(backbone, head)
         self.teacher = frozen_copy(self.student)
-        self.queue = FeatureQueue(self.resolve("queue_size", default_queue_size(shape.n_images)), cfg.out_dim)
+        self.queue = FeatureQueue(cfg.queue_size, cfg.out_dim)
 
     def view_specs(self):
         return siamese_views(self.shape.image_size, self.cfg.n_local_views, **MOCOV2_AUGMENTATION)
@@ -95,7 +100,7 @@ class MoCoV2(Method):
         return [(self.student, self.teacher)]
 
     def training_step(self, views, info):
-        n_keys = 2 if self.cfg.symmetric else 1
+        n_keys = self.n_global_views if self.cfg.symmetric else 1
         feats, q = self.student(views)                                   # (V*B, D), (V, B, d)
         with torch.no_grad():
             _, k = self.teacher(views[:n_keys])                          # (n_keys, B, d)

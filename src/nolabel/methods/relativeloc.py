@@ -24,7 +24,7 @@ from nolabel.methods.base import Method, RunShape
 from nolabel.monitor import pretext_health
 from nolabel.ops.tiles import (NEIGHBOUR_OFFSETS, cut_tiles, encode_tiles, normalize_tiles, sample_tile_origins,
                                tile_grid)
-from nolabel.views import ViewSpec
+from nolabel.view_presets import tile_views
 
 GRID = 3
 N_POSITIONS = len(NEIGHBOUR_OFFSETS)   # 8
@@ -69,7 +69,7 @@ class RelativeLoc(Method):
         self.head = mlp(2 * backbone.num_features, cfg.hidden_dim, N_POSITIONS, n_layers=2, norm="bn")
 
     def view_specs(self):
-        return [ViewSpec(self.shape.image_size, (self.cfg.crop_scale_min, 1.0), grayscale=self.cfg.grayscale)]
+        return tile_views(self.shape.image_size, self.cfg.crop_scale_min, self.cfg.grayscale)
 
     def make_pairs(self, view: Tensor) -> tuple[Tensor, Tensor]:
         """view (B,3,S,S) -> (pairs (B, 2, 3, t, t): centre then neighbour, labels (B,) in 0..7)."""

@@ -7,15 +7,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nolabel.methods import register
-from nolabel.methods._clustering import rotate4
 from nolabel.methods.base import Method, RunShape, StepInfo
-from nolabel.methods.deepcluster import plain_views
 from nolabel.monitor import embedding_std
+from nolabel.view_presets import plain_views
 from nolabel.views import ViewSpec
+
+
+def rotate4(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RotNet's 4 rotations (2.2.3) of square images: (B, C, S, S) -> ((4B, C, S, S) images
+    rotated by 0, 90, 180, 270 degrees in that block order, (4B,) int64 rotation labels)."""
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"rotations need square images, got {tuple(images.shape[-2:])}")
+    rotated = torch.cat([torch.rot90(images, r, dims=(2, 3)) for r in range(4)])
+    labels = torch.arange(4, device=images.device).repeat_interleave(images.shape[0])
+    return rotated, labels
 
 
 @dataclass

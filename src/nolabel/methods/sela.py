@@ -25,51 +25,13 @@ from nolabel.heads import mlp
 from nolabel.losses.swav import normalize_prototypes_
 from nolabel.methods import _clustering as C
 from nolabel.methods import register
-from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
-from nolabel.methods.swav import swav_views
+from nolabel.methods.base import Method, RunShape, StepInfo, fill, project_multicrop
+from nolabel.methods.swav import SWAV_OPTIM
 from nolabel.monitor import code_usage, embedding_collapse_warning, embedding_std, swav_collapse_warnings
 from nolabel.ops.precision import autocast_off
+from nolabel.ops.sinkhorn import sinkhorn_labels
+from nolabel.view_presets import swav_views
 from nolabel.views import ViewSpec, auto_blur
-
-
-@torch.no_grad()
-def sinkhorn_labels(features: torch.Tensor, prototypes: torch.Tensor, eps: float, n_iters: int = 100,
-                    tol: float = 1e-3, chunk: int = 4096) -> tuple[torch.Tensor, int]:
-    """Hard equipartitioned labels of a whole dataset (SeLa's rounding of Eq. 4.5, 4.2.2).
-
-    features: (N, d), prototypes: (K, d) (l2-normalised rows: the scores Z are cosines).
-    Returns int64 (N,) labels ``argmax_k Q[n, k]``, Q the Sinkhorn-Knopp iterate of Prob. 4.4,
-    and the number of iterations run. With ``tol=0`` this is exactly
-    ``sinkhorn_knopp(features @ prototypes.T, eps, n_iters).argmax(1)``; otherwise it stops
-    early once an iteration would change no prototype's total mass by more than ``tol``
-    (relative), i.e. the columns are balanced. The (N, K) matrix is never held:
-    Q = Diag(u) exp(Z / eps) Diag(v) (Eq. 4.5), so only log u (N,) and log v (K,) are kept
-    and the scores are recomputed ``chunk`` rows at a time. Runs on one process over all
-    rows (no cross-process sums): pass the whole dataset.
-    """
-    f, w = features.float(), prototypes.float()
-    n = f.shape[0]
-    log_u = torch.zeros(n, device=f.device)
-    log_v = torch.zeros(w.shape[0], device=f.device)
-    labels = torch.empty(n, dtype=torch.long, device=f.device)
-
-    def scores(start):                                    # rows start..start+chunk of Z / eps: (c, K)
-        return f[start:start + chunk] @ w.T / eps
-
-    for it in range(n_iters):
-        # columns: every prototype gets total mass 1 (log v = -log sum_n u_n exp(Z_nk / eps))
-        per_chunk = [torch.logsumexp(scores(s) + log_u[s:s + chunk, None], dim=0) for s in range(0, n, chunk)]
-        new_log_v = -torch.logsumexp(torch.stack(per_chunk), dim=0)                     # (K,)
-        change = new_log_v - log_v       # + a constant: row sums 1 leave columns at N / K, not 1
-        if it > 0 and float(change.max() - change.min()) < math.log1p(tol):
-            return labels, it
-        log_v = new_log_v
-        # rows: every image sums to 1; the labels are the row maxima of exp(Z / eps) v
-        for s in range(0, n, chunk):
-            z = scores(s) + log_v                                                       # (c, K)
-            log_u[s:s + chunk] = -torch.logsumexp(z, dim=1)
-            labels[s:s + chunk] = z.argmax(dim=1)
-    return labels, n_iters
 
 
 @dataclass
@@ -95,7 +57,7 @@ class SelaConfig:
     n_local_views: int = 6
     global_scale_min: float = 0.14
     local_scale_min: float = 0.05
-    blur: bool | None = None             # None: off below 64 px (see swav.swav_views)
+    blur: bool | None = None             # None: off below 64 px (see view_presets.swav_views)
 
 
 @register
@@ -103,20 +65,23 @@ class Sela(Method):
     name = "sela"
     Config = SelaConfig
     # The SwAV optimisation SeLa-v2 shares (4.4 "applying various training improvements"):
-    # see Swav.default_optim (LARS, lr 4.8 at batch 4096 = 0.3 per 256, cosine, wd 1e-6).
-    default_optim = {"optimizer": "lars", "lr": 0.3, "min_lr": 3e-4, "weight_decay": 1e-6,
-                     "weight_decay_end": 1e-6, "clip_grad": 0.0}
+    # see swav.SWAV_OPTIM (LARS, lr 4.8 at batch 4096 = 0.3 per 256, cosine, wd 1e-6).
+    default_optim = dict(SWAV_OPTIM)
     encoder_prefix = "backbone"
+
+    @classmethod
+    def check_config(cls, cfg: SelaConfig) -> None:
+        C.check_labelling(cfg, cls.name)
+
+    @classmethod
+    def resolve_config(cls, cfg: SelaConfig, shape: RunShape) -> None:
+        fill(cfg, "n_prototypes", C.default_k(shape.n_images, 3000))
+        fill(cfg, "blur", auto_blur(shape.image_size, None))
+        fill(cfg, "sinkhorn_eps", cfg.temperature / 25)
 
     def __init__(self, cfg: SelaConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
-        if cfg.n_heads < 1 or cfg.label_every_epochs < 1:
-            raise ValueError(f"sela needs n_heads >= 1 and label_every_epochs >= 1, got {cfg.n_heads} "
-                             f"and {cfg.label_every_epochs}")
-        k = self.resolve("n_prototypes", min(3000, max(2, shape.n_images // 10)))
-        self.resolve("blur", auto_blur(shape.image_size, None))
-        self.resolve("sinkhorn_eps", cfg.temperature / 25)
-        self.n_prototypes = k
+        self.n_prototypes = k = cfg.n_prototypes
         self.backbone = backbone
         self.projector = mlp(backbone.num_features, cfg.hidden_dim, cfg.out_dim, n_layers=2, norm="bn", act="relu")
         self.heads = nn.ModuleList(nn.Linear(cfg.out_dim, k, bias=False) for _ in range(cfg.n_heads))
@@ -166,8 +131,8 @@ class Sela(Method):
             raise ValueError("sela looks up each image's label: the batch's dataset indices (info.index) are missing")
         self._normalize_heads()                                            # before every step, as SwAV (4.2.5)
         n_views, batch = len(views), views[0].shape[0]
-        feats = forward_multicrop(self.backbone, views)                    # (V*B, D)
-        z = F.normalize(self.projector(feats).float(), dim=1)              # (V*B, d)
+        feats, z = project_multicrop(self.backbone, self.projector, views, l2=True)   # (V*B, D), (V, B, d)
+        z = z.flatten(0, 1)                                                # (V*B, d)
         targets = self.labels[:, info.index.to(self.labels.device)].long()  # (H, B)
         losses, correct = [], 0.0
         for h, head in enumerate(self.heads):

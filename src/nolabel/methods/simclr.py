@@ -21,9 +21,10 @@ from torch import nn
 from nolabel.heads import mlp
 from nolabel.losses.contrastive import nt_xent
 from nolabel.methods import register
-from nolabel.methods._siamese import (ADAMW_SMALL_BATCH, SiameseBranch, mean_over_pairs, siamese_views,
+from nolabel.methods._siamese import (ADAMW_SMALL_BATCH, SiameseBranch, mean_over_pairs,
                                       size_default, spread_logs, spread_warnings, view_pairs)
-from nolabel.methods.base import Method, RunShape
+from nolabel.methods.base import Method, RunShape, fill
+from nolabel.view_presets import siamese_views
 
 
 @dataclass
@@ -63,11 +64,15 @@ class SimCLR(Method):
     recipes = {"small": {"simclr.temperature": 0.2, "optim.lr": 2e-3, "optim.weight_decay": 1e-4}}
     encoder_prefix = "student.backbone"
 
+    @classmethod
+    def resolve_config(cls, cfg: SimCLRConfig, shape: RunShape) -> None:
+        fill(cfg, "temperature", size_default(None, shape.image_size, 0.1, 0.5))
+        fill(cfg, "hue", 0.2 * fill(cfg, "color_strength", size_default(None, shape.image_size, 1.0, 0.5)))
+
     def __init__(self, cfg: SimCLRConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
-        self.temperature = self.resolve("temperature", size_default(None, shape.image_size, 0.1, 0.5))
-        self.color_strength = self.resolve("color_strength", size_default(None, shape.image_size, 1.0, 0.5))
-        self.resolve("hue", 0.2 * self.color_strength)
+        self.temperature = cfg.temperature
+        self.color_strength = cfg.color_strength
         self.student = SiameseBranch(backbone, mlp(backbone.num_features, cfg.hidden_dim, cfg.out_dim,
                                                    n_layers=2, norm="bn"))
 
@@ -84,7 +89,7 @@ class SimCLR(Method):
             positive_cos = F.cosine_similarity(z[a], z[b], dim=1).mean().detach()
             return nt_xent(z[a], z[b], self.temperature), {"positive_cos": positive_cos}
 
-        loss, terms = mean_over_pairs(view_pairs(len(views), ordered=False), pair_loss)
+        loss, terms = mean_over_pairs(view_pairs(len(views), ordered=False, n_targets=self.n_global_views), pair_loss)
         return loss, {**terms, **spread_logs(feats, z, views[0].shape[0])}
 
     def health(self, epoch_means):

@@ -12,39 +12,28 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nolabel.heads import mlp
 from nolabel.losses.swav import normalize_prototypes_, swav_loss
 from nolabel.methods import register
-from nolabel.methods.base import Method, RunShape, StepInfo, forward_multicrop
+from nolabel.methods.base import Method, RunShape, StepInfo, fill, project_multicrop
 from nolabel.monitor import code_usage, embedding_collapse_warning, embedding_std, swav_collapse_warnings
 from nolabel.ops import dist
 from nolabel.ops.precision import autocast_off, float32_region
 from nolabel.ops.queue import FeatureQueue
 from nolabel.ops.sinkhorn import sinkhorn_knopp
-from nolabel.views import ViewSpec, auto_blur, local_size
+from nolabel.view_presets import swav_views
+from nolabel.views import ViewSpec, auto_blur
 
-# SimCLR's colour distortion of strength 1 (thesis 4.2.5: augmentations "exactly following
-# the SimCLR implementation"): brightness, contrast, saturation 0.8, hue 0.2.
-SIMCLR_JITTER = (0.8, 0.8, 0.8, 0.2)
 QUEUE_USES = ("full", "filled_rows")    # SwavConfig.queue_use
-
-
-def swav_views(image_size: int, n_local: int = 6, global_scale: tuple[float, float] = (0.14, 1.0),
-               local_scale: tuple[float, float] = (0.05, 0.14), blur: bool | None = None) -> list[ViewSpec]:
-    """SwAV's multi-crop (4.2.4, 4.2.5): 2 global views of ``image_size`` pixels at area
-    ``global_scale`` and ``n_local`` local views of ``local_size(image_size)`` pixels (224 ->
-    96, as 4.2.5) at ``local_scale``; flip, SimCLR colour jitter (p 0.8), grayscale (p 0.2)
-    and Gaussian blur (p 0.5) on every crop. ``blur=None``: off below 64 px, the rule of
-    ``views.dino_views`` (a sigma of up to 2 px erases a 16-px local crop)."""
-    on = auto_blur(image_size, blur)
-    common = {"jitter_strength": SIMCLR_JITTER, "blur": 0.5 if on else 0.0}
-    specs = [ViewSpec(image_size, global_scale, count=2, **common)]
-    if n_local > 0:
-        specs.append(ViewSpec(local_size(image_size), local_scale, count=n_local, is_global=False, **common))
-    return specs
+# Thesis 4.2.5: LARS, lr 4.8 for batches of 4096, i.e. 0.3 per 256 under the loop's linear
+# rule (lr x batch / 256 = 4.8 x batch / 4096), linear warm-up then cosine (the loop's default
+# warm-up: 10 epochs from 100 epochs on, as 4.2.5); weight decay 1e-6, no clipping. The final
+# lr 0.0048 of the released code is for batch 4096; the loop does not scale min_lr, so it is
+# stated here for 256 (0.0048 x 256 / 4096), the batch the lr is given for.
+SWAV_OPTIM = {"optimizer": "lars", "lr": 0.3, "min_lr": 3e-4, "weight_decay": 1e-6,
+              "weight_decay_end": 1e-6, "clip_grad": 0.0}
 
 
 @dataclass
@@ -75,7 +64,7 @@ class SwavConfig:
     n_local_views: int = 6
     global_scale_min: float = 0.14
     local_scale_min: float = 0.05
-    blur: bool | None = None            # None: off below 64 px (see swav_views)
+    blur: bool | None = None            # None: off below 64 px (see view_presets.swav_views)
 
 
 class SwavNetwork(nn.Module):
@@ -88,15 +77,11 @@ class SwavNetwork(nn.Module):
         self.prototypes = nn.Linear(out_dim, n_prototypes, bias=False)
         normalize_prototypes_(self.prototypes.weight.data)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """backbone features (N, D) -> l2-normalised projections (N, out_dim)."""
-        return F.normalize(self.projector(x).float(), dim=1)
-
     def forward(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """views: V tensors (B,3,h,w). Returns backbone features (V*B, D), l2-normalised
         projections (V*B, out_dim) and prototype scores (V, B, K)."""
-        feats = forward_multicrop(self.backbone, views)
-        z = self.embed(feats)
+        feats, z = project_multicrop(self.backbone, self.projector, views, l2=True)     # (V*B, D), (V, B, d)
+        z = z.flatten(0, 1)
         with autocast_off(z):     # cosine scores for Sinkhorn (eps 0.05) and the softmax (tau 0.1): float32
             scores = self.prototypes(z)
         return feats, z, scores.reshape(len(views), views[0].shape[0], -1)
@@ -106,13 +91,8 @@ class SwavNetwork(nn.Module):
 class Swav(Method):
     name = "swav"
     Config = SwavConfig
-    # Thesis 4.2.5: LARS, lr 4.8 for batches of 4096, i.e. 0.3 per 256 under the loop's linear
-    # rule (lr x batch / 256 = 4.8 x batch / 4096), linear warm-up then cosine (the loop's default
-    # warm-up: 10 epochs from 100 epochs on, as 4.2.5); weight decay 1e-6, no clipping. The final
-    # lr 0.0048 of the released code is for batch 4096; the loop does not scale min_lr, so it is
-    # stated here for 256 (0.0048 x 256 / 4096), the batch the lr is given for.
-    default_optim = {"optimizer": "lars", "lr": 0.3, "min_lr": 3e-4, "weight_decay": 1e-6,
-                     "weight_decay_end": 1e-6, "clip_grad": 0.0}
+    # Thesis 4.2.5 (see SWAV_OPTIM); SeLa-v2 and DeepCluster-v2 share it.
+    default_optim = dict(SWAV_OPTIM)
     # The small recipe (presets.apply_recipe, 32-95 px): lightly's CIFAR-10 SwAV head (512 hidden,
     # 128 out, K = 512 prototypes, two 32-px crops, no queue: with K = 512 a batch of 256 already
     # spreads over the prototypes) trained with the optimiser that made SimCLR and MoCo v2 learn in
@@ -125,16 +105,23 @@ class Swav(Method):
                          "optim.weight_decay": 1e-4, "optim.weight_decay_end": 1e-4, "optim.min_lr": 0.0}}
     encoder_prefix = "network.backbone"
 
-    def __init__(self, cfg: SwavConfig, backbone: nn.Module, shape: RunShape):
-        super().__init__(cfg, backbone, shape)
+    @classmethod
+    def check_config(cls, cfg: SwavConfig) -> None:
         if cfg.queue_use not in QUEUE_USES:
             raise ValueError(f"--swav.queue_use={cfg.queue_use!r}: choose from {', '.join(QUEUE_USES)}")
+
+    @classmethod
+    def resolve_config(cls, cfg: SwavConfig, shape: RunShape) -> None:
+        fill(cfg, "queue_start_epoch", max(1, round(0.075 * shape.epochs)))
+        fill(cfg, "blur", auto_blur(shape.image_size, None))
+
+    def __init__(self, cfg: SwavConfig, backbone: nn.Module, shape: RunShape):
+        super().__init__(cfg, backbone, shape)
         self.network = SwavNetwork(backbone, cfg.hidden_dim, cfg.out_dim, cfg.n_prototypes)
         self.queues = None                                   # one queue per global view (4.2.3)
         if cfg.queue_size > 0:
-            self.queues = nn.ModuleList(FeatureQueue(cfg.queue_size, cfg.out_dim) for _ in range(2))
-        self.queue_start_epoch = self.resolve("queue_start_epoch", max(1, round(0.075 * shape.epochs)))
-        self.resolve("blur", auto_blur(shape.image_size, None))
+            self.queues = nn.ModuleList(FeatureQueue(cfg.queue_size, cfg.out_dim) for _ in range(self.n_global_views))
+        self.queue_start_epoch = cfg.queue_start_epoch
 
     def view_specs(self) -> list[ViewSpec]:
         c = self.cfg
@@ -181,7 +168,7 @@ class Swav(Method):
 
     def training_step(self, views, info):
         normalize_prototypes_(self.network.prototypes.weight.data)   # before every step (4.2.5)
-        n_global = 2 if len(views) >= 2 else 1
+        n_global = self.n_global_views                                      # 2 (swav_views)
         feats, z, scores = self.network(views)                     # (V*B, D), (V*B, d), (V, B, K)
         use_queue = self._use_queue(views[0].shape[0], info.epoch)
         codes, queue_rows = self._codes(z, scores, n_global, use_queue)    # (V_c, B, K), no gradient

@@ -21,9 +21,10 @@ from torch import nn
 
 from nolabel.losses.redundancy import vicreg_loss
 from nolabel.methods import register
-from nolabel.methods._siamese import (ADAMW_SMALL_BATCH, expander_student, mean_over_pairs, siamese_views,
+from nolabel.methods._siamese import (ADAMW_SMALL_BATCH, expander_student, expander_width, mean_over_pairs,
                                       spread_logs, spread_warnings, view_pairs)
-from nolabel.methods.base import Method, RunShape
+from nolabel.methods.base import Method, RunShape, fill
+from nolabel.view_presets import siamese_views
 
 VARIANCE_COLLAPSED = 1.8        # of the variance term's maximum 2 (gamma = 1, two views): stds near 0
 
@@ -51,19 +52,23 @@ class VICReg(Method):
     default_optim = dict(ADAMW_SMALL_BATCH)
     encoder_prefix = "student.backbone"
 
+    @classmethod
+    def resolve_config(cls, cfg: VICRegConfig, shape: RunShape) -> None:
+        fill(cfg, "proj_dim", expander_width(shape.image_size))
+
     def __init__(self, cfg: VICRegConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
-        self.student, self.proj_dim = expander_student(backbone, cfg.proj_dim, shape.image_size)
-        self.resolve("proj_dim", self.proj_dim)
+        self.proj_dim = cfg.proj_dim
+        self.student = expander_student(backbone, cfg.proj_dim)
 
     def view_specs(self):
-        # VICReg follows BYOL's augmentations (Appendix): views.two_view_preset's defaults.
+        # VICReg follows BYOL's augmentations (Appendix): view_presets.two_view_preset's defaults.
         return siamese_views(self.shape.image_size, self.cfg.n_local_views)
 
     def training_step(self, views, info):
         feats, z = self.student(views)                                   # (V*B, D), (V, B, d)
         c = self.cfg
-        loss, terms = mean_over_pairs(view_pairs(len(views), ordered=False),
+        loss, terms = mean_over_pairs(view_pairs(len(views), ordered=False, n_targets=self.n_global_views),
                                       lambda a, b: vicreg_loss(z[a], z[b], c.sim_weight, c.var_weight, c.cov_weight))
         return loss, {**terms, **spread_logs(feats, z, views[0].shape[0])}
 

@@ -17,8 +17,8 @@ SGD, so a new ``group["lr"]`` acts at once on the accumulated velocity.
 
 Parameter groups carry two flags: ``lars`` (default True) turns the trust ratio on and
 ``no_decay`` (default False) pins the weight decay to 0 whatever ``group["weight_decay"]``
-says. :func:`lars_param_groups` clears ``lars`` and sets ``no_decay`` for biases and
-normalisation parameters (ndim < 2), as SimCLR's LARS does: they then take plain SGD
+says. :func:`lars_groups` clears ``lars`` for the groups flagged ``no_decay``: the biases and
+normalisation parameters (ndim < 2) of ``nolabel.optim.param_groups``, as SimCLR's LARS does: they then take plain SGD
 steps ``buf = momentum * buf + g``. (SwAV's code adapts and decays every parameter; we
 follow SimCLR, whose improvements section 4.2.5 says SwAV adopts.) Groups are ordinary
 ``torch.optim`` groups: the loop may rewrite ``lr`` and ``weight_decay`` before every
@@ -29,29 +29,21 @@ exact resume.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 
-def lars_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters of ``model`` in two groups: weights (ndim >= 2) adapted and
-    decayed; biases and normalisation parameters (ndim < 2) with ``lars=False``,
-    ``no_decay=True`` and ``weight_decay=0``. An empty group is left out."""
-    adapted, plain = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (adapted if p.ndim >= 2 else plain).append(p)
-    groups = []
-    if adapted:
-        groups.append({"params": adapted, "weight_decay": weight_decay, "lars": True, "no_decay": False})
-    if plain:
-        groups.append({"params": plain, "weight_decay": 0.0, "lars": False, "no_decay": True})
-    return groups
+def lars_groups(groups: list[dict], weight_decay: float) -> list[dict]:
+    """``groups`` (e.g. ``nolabel.optim.param_groups``: weights, and biases and
+    normalisation parameters flagged ``no_decay``) with LARS' flags: a ``no_decay`` group
+    gets ``lars=False`` and ``weight_decay=0``, the others ``lars=True`` and ``weight_decay``.
+    Other keys of a group are kept."""
+    return [{**g, "lars": not g.get("no_decay", False), "no_decay": bool(g.get("no_decay", False)),
+             "weight_decay": 0.0 if g.get("no_decay") else weight_decay} for g in groups]
 
 
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and the layer-wise trust ratio of You et al. (module docstring).
 
-    params: parameters or groups, e.g. from :func:`lars_param_groups`. lr: learning rate
+    params: parameters or groups, e.g. from :func:`lars_groups`. lr: learning rate
     (section 4.2.5: 4.8 for batch 4096, warmed up then cosine). momentum: heavy-ball
     coefficient in [0, 1). weight_decay: L2 coefficient added to the gradient (1e-6 in
     section 4.2.5). eta: trust coefficient. eps: guards the ratio's denominator.

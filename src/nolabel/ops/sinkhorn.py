@@ -49,8 +49,14 @@ so every process takes the same domain.
 Rows that every process holds alike (the scores of a gathered queue such as
 ``nolabel.ops.queue.FeatureQueue``, section 4.2.3) would count once per process: pass
 each such row on one process only, e.g. ``queue_scores.tensor_split(world_size())[rank()]``.
+
+``sinkhorn_labels`` is the whole-dataset variant SeLa uses (section 4.4): hard labels of all
+N images in the log domain, a chunk of rows at a time, on one process, stopping once the
+columns are balanced; with ``tol=0`` its labels are ``sinkhorn_knopp(...).argmax(1)``.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -120,3 +126,43 @@ def sinkhorn_knopp(scores: torch.Tensor, eps: float = 0.05, n_iters: int = 3, do
         log_q = log_q - _log_sum_over_batch(log_q)                           # each prototype: total mass 1
         log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True)          # each sample: sums to 1
     return torch.exp(log_q)
+
+
+@torch.no_grad()
+def sinkhorn_labels(features: torch.Tensor, prototypes: torch.Tensor, eps: float, n_iters: int = 100,
+                    tol: float = 1e-3, chunk: int = 4096) -> tuple[torch.Tensor, int]:
+    """Hard equipartitioned labels of a whole dataset (SeLa's rounding of Eq. 4.5, 4.2.2).
+
+    features: (N, d), prototypes: (K, d) (l2-normalised rows: the scores Z are cosines).
+    Returns int64 (N,) labels ``argmax_k Q[n, k]``, Q the Sinkhorn-Knopp iterate of Prob. 4.4,
+    and the number of iterations run. With ``tol=0`` this is exactly
+    ``sinkhorn_knopp(features @ prototypes.T, eps, n_iters).argmax(1)``; otherwise it stops
+    early once an iteration would change no prototype's total mass by more than ``tol``
+    (relative), i.e. the columns are balanced. The (N, K) matrix is never held:
+    Q = Diag(u) exp(Z / eps) Diag(v) (Eq. 4.5), so only log u (N,) and log v (K,) are kept
+    and the scores are recomputed ``chunk`` rows at a time. Runs on one process over all
+    rows (no cross-process sums): pass the whole dataset.
+    """
+    f, w = features.float(), prototypes.float()
+    n = f.shape[0]
+    log_u = torch.zeros(n, device=f.device)
+    log_v = torch.zeros(w.shape[0], device=f.device)
+    labels = torch.empty(n, dtype=torch.long, device=f.device)
+
+    def scores(start):                                    # rows start..start+chunk of Z / eps: (c, K)
+        return f[start:start + chunk] @ w.T / eps
+
+    for it in range(n_iters):
+        # columns: every prototype gets total mass 1 (log v = -log sum_n u_n exp(Z_nk / eps))
+        per_chunk = [torch.logsumexp(scores(s) + log_u[s:s + chunk, None], dim=0) for s in range(0, n, chunk)]
+        new_log_v = -torch.logsumexp(torch.stack(per_chunk), dim=0)                     # (K,)
+        change = new_log_v - log_v       # + a constant: row sums 1 leave columns at N / K, not 1
+        if it > 0 and float(change.max() - change.min()) < math.log1p(tol):
+            return labels, it
+        log_v = new_log_v
+        # rows: every image sums to 1; the labels are the row maxima of exp(Z / eps) v
+        for s in range(0, n, chunk):
+            z = scores(s) + log_v                                                       # (c, K)
+            log_u[s:s + chunk] = -torch.logsumexp(z, dim=1)
+            labels[s:s + chunk] = z.argmax(dim=1)
+    return labels, n_iters
