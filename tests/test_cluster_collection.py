@@ -5,6 +5,8 @@ import json
 import pytest
 
 from nolabel.cluster_collection import cluster_collection
+from nolabel.metrics import nmi
+from nolabel.use.collection import load_collection
 
 
 def test_outputs(tmp_path):
@@ -17,6 +19,12 @@ def test_outputs(tmp_path):
     sizes = json.loads((tmp_path / "out" / "cluster_sizes.json").read_text())
     assert sizes["k"] == 3 and sum(sizes["sizes"]) == 32 and min(sizes["sizes"]) > 0
     assert 0.0 <= sizes["nmi"] <= 1.0 and r["nmi"] == sizes["nmi"]          # the demo set has labels
+    # the sizes and the NMI are those of the assignments written, against the images' own labels
+    clusters = [int(row["cluster"]) for row in rows]
+    assert sizes["sizes"] == [clusters.count(c) for c in range(3)]
+    labels = load_collection("random:vit_tiny", "demo?n=32")
+    by_key = dict(zip(labels.keys, labels.labels.tolist()))
+    assert sizes["nmi"] == pytest.approx(nmi(clusters, [by_key[row["path"]] for row in rows]), abs=1e-12)
     assert (tmp_path / "out" / "clusters.png").read_bytes()[:4] == b"\x89PNG"
     from PIL import Image
     assert Image.open(tmp_path / "out" / "clusters.png").size[1] >= 3 * 64   # one row per cluster

@@ -9,6 +9,7 @@ shrunk and 2 local views, so a new method is covered without editing this file.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -22,14 +23,20 @@ import torch
 import yaml
 
 import nolabel.train as train_module
+import nolabel.train_setup as train_setup
 from nolabel.backbones import build_backbone
 from nolabel.checkpoint import CHECKPOINT, load_checkpoint
 from nolabel.config import apply_overrides, new_config
+from nolabel.evaluate.context import EvalContext
 from nolabel.evaluate.knn import knn_protocol
+from nolabel.evaluate.models import FeatureModel
 from nolabel.losses.contrastive import info_nce, nt_xent
 from nolabel.losses.regression import negative_cosine, normalized_mse
 from nolabel.methods import RunShape, StepInfo, get_method, method_names
-from nolabel.methods._siamese import LOCAL_SCALE, per_view, view_pairs
+from nolabel.methods._siamese import view_pairs
+from nolabel.methods.base import per_view
+from nolabel.view_presets import LOCAL_SCALE
+from nolabel.ops.knn import knn_classify
 from nolabel.runlog import MetricsLog
 from nolabel.views import MultiCrop, local_size
 from tests.train.conftest import TINY
@@ -79,6 +86,8 @@ class Run:
     grad_norms: dict[int, float]          # step -> summed |grad| over the backbone
     backbone_changed: dict[int, bool]     # step -> backbone weights differ from their init
     teachers_moved: bool | None           # None: the method has no EMA pair
+    encoder: torch.nn.Module              # copy of method.encoder() after training (the loop's k-NN monitor's)
+    encoder_init: dict                    # its state dict before the first step
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +99,7 @@ def run_method(tmp_path_factory):
         if name in runs:
             return runs[name]
         seen: dict = {}
-        original_backbone, original_optimizer = train_module.build_backbone, train_module.build_optimizer
+        original_backbone, original_optimizer = train_setup.build_backbone, train_setup.build_optimizer
 
         def spy_backbone(*args, **kwargs):
             seen["built"] = original_backbone(*args, **kwargs)
@@ -103,6 +112,8 @@ def run_method(tmp_path_factory):
             seen["backbone"] = seen["built"] if kept else method.encoder()
             seen["init"] = {k: v.clone() for k, v in seen["backbone"].state_dict().items()}
             seen["teachers"] = [(t, [p.detach().clone() for p in t.parameters()]) for _, t in method.ema_pairs()]
+            seen["method"] = method
+            seen["encoder_init"] = {k: v.clone() for k, v in method.encoder().state_dict().items()}
             return original_optimizer(opt_name, method, *args, **kwargs)
 
         grad_norms, changed = {}, {}
@@ -118,17 +129,19 @@ def run_method(tmp_path_factory):
         cfg = new_config(name)
         out = tmp_path_factory.mktemp(name) / "run"
         apply_overrides(cfg, GENERAL + [f"--run.out={out}"] + [f"--{name}.{o}" for o in section(name)])
-        train_module.build_backbone, train_module.build_optimizer = spy_backbone, spy_optimizer
+        train_setup.build_backbone, train_setup.build_optimizer = spy_backbone, spy_optimizer
         try:
             train_module.train(cfg, on_step=on_step)
         finally:
-            train_module.build_backbone, train_module.build_optimizer = original_backbone, original_optimizer
+            train_setup.build_backbone, train_setup.build_optimizer = original_backbone, original_optimizer
         moved = None
         if seen["teachers"]:
             moved = all(any(not torch.equal(p, p0) for p, p0 in zip(t.parameters(), init))
                         for t, init in seen["teachers"])
         steps = [r for r in MetricsLog(out).read() if r["type"] == "step"]
-        runs[name] = Run(out, steps, grad_norms, changed, moved)
+        # taken now, through the class's encoder_prefix as the loop saw it (a test may patch it later)
+        encoder = copy.deepcopy(seen["method"].encoder()).eval()
+        runs[name] = Run(out, steps, grad_norms, changed, moved, encoder, seen["encoder_init"])
         return runs[name]
 
     return run
@@ -160,6 +173,32 @@ def test_knn_evaluation_loads_the_run_encoder(name, run_method):
     result = knn_protocol(str(run.out), "demo?n=64", "demo:test?n=32", device="cpu", progress=False)
     assert result["feature_dim"] == 32 and result["n_test"] == 32
     assert 0.0 <= result["top1"] <= 100.0
+    # The features k-NN classifies (the run folder's encoder, loaded from the checkpoint under
+    # the method's encoder_prefix) are those of the encoder the loop trained: method.encoder()
+    # at the end of training, computed here directly on the same images; and not those of its
+    # initial weights (a prefix naming an untrained part of the method would give those).
+    ctx = EvalContext(str(run.out), "demo?n=64", "demo:test?n=32", out=None, device="cpu", progress=False)
+    trained = FeatureModel("trained", run.encoder, ctx.image_size)
+    initial = FeatureModel("initial", copy.deepcopy(run.encoder), ctx.image_size)
+    initial.network.load_state_dict(run.encoder_init)
+    for role in ("train", "test"):
+        evaluated = ctx.features(role, "knn")
+        images, _ = ctx.gather(role, range(len(evaluated.x)))          # dataset order, as extracted
+        want = trained.features(images)
+        assert evaluated.x.shape == want.shape
+        assert torch.allclose(evaluated.x, want, rtol=1e-4, atol=1e-5), \
+            f"{role}: max difference {(evaluated.x - want).abs().max():.3g}"
+        # (DINO's teacher at momentum 0.996 moves little in 8 steps: its features differ from
+        # the initial ones by about 6e-4, far more than from the trained encoder's)
+        off_trained = float((evaluated.x - want).abs().max())
+        off_initial = float((evaluated.x - initial.features(images)).abs().max())
+        assert off_initial > max(10 * off_trained, 1e-4), (role, off_initial, off_trained)
+    # and the reported accuracy is the k-NN of those features
+    train, test = ctx.features("train", "knn"), ctx.features("test", "knn")
+    again = knn_classify(trained.features(ctx.gather("train", range(len(train.x)))[0]), train.y,
+                         trained.features(ctx.gather("test", range(len(test.x)))[0]), test.y,
+                         k=20, temperature=0.07, num_classes=ctx.num_classes("train", "test"))
+    assert (again["top1"], again["top5"]) == (result["top1"], result["top5"])
 
 
 @pytest.mark.parametrize("name", PEERS)
