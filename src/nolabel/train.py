@@ -183,7 +183,7 @@ def train_step(run: Run, batch, epoch: int, progress: Progress) -> dict[str, flo
     o = cfg.optim
     if o.clip_grad and o.clip_grad > 0:
         scaler.unscale_(optimizer)
-        clip_gradients_([p for p in method.parameters() if p.requires_grad], o.clip_grad, o.clip_mode)
+        clip_gradients_(run.trainable, o.clip_grad, o.clip_mode)
     scaler.step(optimizer)
     scaler.update()
     for student, teacher in method.ema_pairs():

@@ -69,6 +69,7 @@ class Run:
     knn: KnnMonitor
     metrics: MetricsLog
     data_pass: Callable
+    trainable: list = field(default_factory=list)   # the parameters clipping sees, listed once
     epoch: int = 0
     start_step: int = 0
     global_step: int = 0
@@ -129,6 +130,7 @@ def build_run(cfg: Config, resume: bool) -> Run:
         run.metrics.truncate_from(0)
     if world > 1:
         run.model = dist_setup.wrap_ddp(run.method, device)
+    run.trainable = [p for p in run.method.parameters() if p.requires_grad]
     return run
 
 

@@ -95,6 +95,7 @@ class DeepCluster(Method):
         self.n_clusters = k = cfg.n_clusters
         self.backbone = sobel_backbone(backbone, cfg.sobel)
         self.classifier = nn.Linear(self.backbone.num_features, k)
+        self._reinitialised: list[nn.Parameter] = []       # set by on_epoch_start, taken by the loop
         self.register_buffer("labels", torch.full((shape.n_images,), -1, dtype=torch.int32))
         self.register_buffer("class_weights", torch.ones(k))
         self.register_buffer("label_epoch", torch.tensor(-1))
@@ -120,7 +121,7 @@ class DeepCluster(Method):
         self.label_epoch.fill_(epoch)
 
     def reinitialised_parameters(self):
-        fresh, self._reinitialised = getattr(self, "_reinitialised", []), []
+        fresh, self._reinitialised = self._reinitialised, []
         return fresh
 
     def training_step(self, views, info: StepInfo):
