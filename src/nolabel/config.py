@@ -31,6 +31,8 @@ class DataConfig:
     in_memory: str = "auto"            # auto | true | false: decode everything once into RAM
     num_workers: int = 2               # decoding processes when streaming from disk
     memory_limit_gb: float = 4.0       # "auto" preloads below this many GB of decoded pixels
+    on_device: str = "auto"            # auto | true | false: keep the decoded images on the GPU and draw
+                                       # batches there (auto: in memory and under a quarter of its free memory)
 
 
 @dataclass
@@ -81,6 +83,8 @@ class RunConfig:
     save_every_steps: int = 0          # also a checkpoint every N optimisation steps, mid-epoch too (a crash
                                        # costs at most N steps; resume is as exact as after Ctrl-C); 0: off
     progress: bool = True              # progress bar
+    compile: bool | str = False        # torch.compile the backbone(s): true (inductor) | a backend name
+                                       # (eager, aot_eager, cudagraphs, ...) | false
     tensorboard: bool = False          # also write the metrics as TensorBoard events into RUN/tensorboard
                                        # (needs `pip install tensorboard`; nolabel.tensorboard_log)
 

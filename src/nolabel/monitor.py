@@ -28,13 +28,15 @@ LOSS_AT_LOG_K = 1e-3         # SwAV: |loss - log K| below this fraction of log K
 CODE_USAGE_LOW = 0.1         # SwAV: normalised entropy of the codes' argmax histogram
 
 
-def embedding_std(features: torch.Tensor) -> float:
+def embedding_std(features: torch.Tensor) -> torch.Tensor:
     """Mean over dimensions of the batch standard deviation of l2-normalised features.
     features (B, D). About 1/sqrt(D) when embeddings spread over the sphere, 0 when
-    every image maps to the same point."""
+    every image maps to the same point. A 0-dim float32 tensor on the features' device
+    (nan for fewer than 2 rows): the training loop reads logs every ``run.log_every``
+    steps, not at every step."""
     if features.shape[0] < 2:
-        return float("nan")
-    return float(F.normalize(features, dim=1).std(dim=0).mean())
+        return torch.full((), math.nan, device=features.device)
+    return F.normalize(features.detach().float(), dim=1).std(dim=0).mean()
 
 
 def dino_collapse_warnings(entropy: float | None, kl: float | None, log_k: float) -> list[str]:
@@ -68,18 +70,19 @@ def embedding_collapse_warning(emb_std: float | None, dim: int) -> str | None:
     return None
 
 
-def code_usage(codes: torch.Tensor) -> tuple[int, float]:
+def code_usage(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """How a batch spreads over prototypes (SwAV, SeLa: thesis 4.2.2). codes: (..., K)
     soft assignments (or scores: only the argmax counts). Returns the number of distinct
     argmax prototypes and the entropy of their histogram divided by its largest possible
     value ``log(min(K, rows))``: 1 when every row picks its own prototype (or rows spread
-    evenly over all K), 0 when all rows pick the same one (nan for a single row)."""
+    evenly over all K), 0 when all rows pick the same one (nan for a single row). Both
+    are 0-dim tensors on the codes' device (no host synchronisation)."""
     picks = codes.reshape(-1, codes.shape[-1]).argmax(dim=1)
     counts = torch.bincount(picks, minlength=codes.shape[-1]).float()
-    p = counts[counts > 0] / picks.numel()
+    p = counts / picks.numel()
     most = math.log(min(codes.shape[-1], picks.numel()))
-    entropy = float(-(p * p.log()).sum())
-    return int((counts > 0).sum()), entropy / most if most > 0 else float("nan")
+    entropy = -torch.special.xlogy(p, p).sum()                     # 0 log 0 = 0
+    return (counts > 0).sum().float(), entropy / most if most > 0 else torch.full_like(entropy, math.nan)
 
 
 def swav_collapse_warnings(loss: float | None, log_k: float, usage_entropy: float | None) -> list[str]:

@@ -58,6 +58,19 @@ def param_groups(params: Iterable[tuple[str, nn.Parameter]], rules: dict[str, di
 DEFAULT_BETAS = (0.9, 0.999)   # torch's AdamW
 
 
+def _with_fast_kernels(cls, groups, kernels: tuple[str, ...], **options) -> torch.optim.Optimizer:
+    """``cls(groups, **options)`` with the first of ``kernels`` this torch and device have:
+    ``fused`` (one kernel updates every parameter; torch >= 2.4 on CPU and CUDA), ``foreach``
+    (one kernel per operation over all parameters), else the per-parameter loop (issue 14).
+    The same update rule either way: only the rounding order may differ."""
+    for kernel in kernels:
+        try:
+            return cls(groups, **options, **{kernel: True})
+        except (RuntimeError, ValueError, TypeError):    # this torch or device has no such kernel
+            pass
+    return cls(groups, **options)
+
+
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
                     momentum: float = 0.9, betas: tuple[float, float] | None = None) -> torch.optim.Optimizer:
     """``name`` (adamw | sgd | lars) over ``model``'s trainable parameters (:func:`param_groups`).
@@ -70,9 +83,13 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
     groups = [{**g, "base_lr": lr} if g.get("fixed_lr") else g for g in param_groups(model.named_parameters(), rules)]
     if name == "adamw":
         betas = tuple(getattr(model, "adam_betas", DEFAULT_BETAS)) if betas is None else tuple(betas)
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=betas)
+        return _with_fast_kernels(torch.optim.AdamW, groups, ("fused", "foreach"), lr=lr,
+                                  weight_decay=weight_decay, betas=betas)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, weight_decay=weight_decay, momentum=momentum)
+        # foreach only: torch's fused SGD fails on a step where some parameters have a momentum
+        # buffer and others not yet (a layer frozen at first: DINO's last layer, SwAV's prototypes)
+        return _with_fast_kernels(torch.optim.SGD, groups, ("foreach",), lr=lr, weight_decay=weight_decay,
+                                  momentum=momentum)
     if name == "lars":
         # SwAV's optimizer (thesis 4.2.5): weights adapted and decayed; ndim < 2 groups carry
         # lars=False and no_decay=True, which set_schedule_values respects.
@@ -112,6 +129,7 @@ def clip_gradients_(params: Iterable[torch.Tensor], max_norm: float, mode: str =
     if mode == "global":
         torch.nn.utils.clip_grad_norm_(params, max_norm)
         return
-    for p in params:
-        norm = torch.linalg.vector_norm(p.grad, 2)
-        p.grad.mul_((max_norm / (norm + 1e-6)).clamp(max=1.0))      # factor 1 when under the bound
+    grads = [p.grad for p in params]
+    norms = torch.stack(torch._foreach_norm(grads, 2)).float()         # (n,): one kernel over all tensors
+    factors = (max_norm / (norms + 1e-6)).clamp(max=1.0)               # 1 when under the bound
+    torch._foreach_mul_(grads, [f.to(g.dtype) for f, g in zip(factors.unbind(), grads)])

@@ -111,40 +111,41 @@ def run_epoch(run: Run, progress: Progress, stop: _StopFlag,
         for p in method.reinitialised_parameters():
             run.optimizer.state.pop(p, None)
     progress.start_epoch(epoch, cfg.run.epochs, run.steps_per_epoch, run.start_step)
-    sums: dict[str, float] = run.resumed_sums if run.start_step else {}
-    count = run.resumed_count if run.start_step else 0
-    t_last = time.time()
+    logs = StepLogs(run.device, run.resumed_sums, run.resumed_count) if run.start_step else StepLogs(run.device)
+    shown = {"loss": math.nan}                 # the values last read back (the progress line's)
+    t_read, images = time.time(), 0
     batches = run.data.batches(run.per_process, shuffle=True, seed=cfg.run.seed, epoch=epoch,
                                start_step=run.start_step, drop_last=True, rank=run.rank, world_size=run.world,
-                               num_workers=cfg.data.num_workers)
+                               num_workers=cfg.data.num_workers, pin_memory=run.device.type == "cuda")
     step_in_epoch = run.start_step
     for batch in batches:
         if batch.bad or batch.upscaled:
             report_bad(batch.bad, run.out, run.log, run.main, batch.upscaled)
         record = train_step(run, batch, epoch, progress)
-        now = time.time()
-        images_per_s = len(batch.images) * run.world / max(now - t_last, 1e-9)
-        t_last = now
-        for k, v in record.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += 1
+        logs.add(record, run.global_step)
+        images += len(batch.images) * run.world
         if run.global_step % cfg.run.log_every == 0 or step_in_epoch == run.steps_per_epoch - 1:
-            run.metrics.write({"type": "step", "epoch": epoch, "step": run.global_step, **record,
-                               "images_per_s": images_per_s})
-        progress.update(run.global_step + 1, record["loss"], record["lr"], images_per_s)
-        if on_step is not None:
-            on_step(run.global_step, record)
+            shown = _read(run, logs, progress)          # the one read-back every log_every steps
+            now = time.time()
+            shown["images_per_s"] = images / max(now - t_read, 1e-9)   # over the steps since the last read
+            t_read, images = now, 0
+            run.metrics.write({"type": "step", "epoch": epoch, "step": run.global_step, **shown})
+        progress.update(run.global_step + 1, shown["loss"], record["lr"], shown.get("images_per_s", 0.0))
+        if on_step is not None:                          # a hook reads every step's values (a sync)
+            on_step(run.global_step, {k: float(v) for k, v in record.items()})
         run.global_step += 1
         step_in_epoch += 1
         if stop.signal is not None:
             break
         if step_in_epoch < run.steps_per_epoch and _steps_checkpoint_due(cfg.run.save_every_steps, run.global_step):
-            run.checkpoint(epoch, step_in_epoch, sums, count)   # the interrupt's mid-epoch checkpoint
+            _read(run, logs, progress)                   # never a checkpoint after a non-finite loss
+            run.checkpoint(epoch, step_in_epoch, logs.float_sums(), logs.count)  # the interrupt's mid-epoch one
     progress.close()
+    _read(run, logs, progress)
     if stop.signal is not None and step_in_epoch < run.steps_per_epoch:
-        run.checkpoint(epoch, step_in_epoch, sums, count)
+        run.checkpoint(epoch, step_in_epoch, logs.float_sums(), logs.count)
         _interrupted(stop.signal, run.out, epoch + 1, run.global_step, run.log)
-    means = {k: v / max(count, 1) for k, v in sums.items()}
+    means = logs.means()
     _end_of_epoch(method, means, epoch, run.global_step, run.data, run.metrics, run.log)
     run.epoch = epoch = epoch + 1
     run.start_step = 0
@@ -158,9 +159,12 @@ def run_epoch(run: Run, progress: Progress, stop: _StopFlag,
         _interrupted(stop.signal, run.out, epoch, run.global_step, run.log, complete=epoch >= cfg.run.epochs)
 
 
-def train_step(run: Run, batch, epoch: int, progress: Progress) -> dict[str, float]:
+def train_step(run: Run, batch, epoch: int, progress: Progress) -> dict:
     """One optimisation step on ``batch``: views, loss, backward, clipping, optimizer and
-    EMA updates. Returns the step's record (loss, the method's logs, every schedule value)."""
+    EMA updates. Returns the step's record (loss, the method's logs, every schedule value):
+    the loss and the method's logs as 0-dim float32 tensors where they are computed, the
+    schedule values as floats. Nothing is read back from the device (issue 14): the loop
+    sums the records in :class:`StepLogs` and reads them every ``run.log_every`` steps."""
     cfg, method, optimizer, scaler = run.cfg, run.method, run.optimizer, run.scaler
     values = {name: fn(run.global_step) for name, fn in run.schedules.items()}
     info = StepInfo(run.global_step, epoch, run.total_steps, run.steps_per_epoch, values, index=batch.index)
@@ -169,13 +173,6 @@ def train_step(run: Run, batch, epoch: int, progress: Progress) -> dict[str, flo
              for v in run.multicrop(batch.images.to(run.device, non_blocking=True))]
     with run.autocast:
         loss, logs = run.model(views, info)
-    if not torch.isfinite(loss):
-        progress.close()
-        where = run.checkpoint_path if run.checkpoint_path.exists() else run.out
-        raise TrainingError(
-            f"loss is {loss.item()} at epoch {epoch + 1}, step {run.global_step}: training stopped. "
-            f"The last good checkpoint is kept in {where}; "
-            "lower --optim.lr, check --optim.clip_grad, or use --run.precision=fp32")
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     for p in method.frozen_parameters(info):   # dropped first: they take no part in clipping
@@ -188,9 +185,70 @@ def train_step(run: Run, batch, epoch: int, progress: Progress) -> dict[str, flo
     scaler.update()
     for student, teacher in method.ema_pairs():
         ema_update(teacher, student, values["teacher_momentum"])
-    return {"loss": loss.item(), **{k: float(v) for k, v in logs.items()},
+    return {"loss": loss.detach().float(), **{k: _on_device(v) for k, v in logs.items()},
             "lr": values["lr"], "weight_decay": values["weight_decay"],
             **{k: v for k, v in values.items() if k not in ("lr", "weight_decay")}}
+
+
+def _on_device(value):
+    """A log value as the loop keeps it: a tensor detached in float32, a number as a float."""
+    return value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+
+
+class StepLogs:
+    """One epoch's step records, summed where they are computed: adding a record reads
+    nothing back from the device (tensors stay tensors; schedule values are floats), nor
+    does the check for a non-finite loss, which only notes the first such step on the
+    device. :func:`_read` reads the values back (and raises on a non-finite loss) every
+    ``run.log_every`` steps, at the epoch's end and before any checkpoint."""
+
+    def __init__(self, device: torch.device, sums: dict | None = None, count: int = 0):
+        self.sums: dict = dict(sums or {})
+        self.count = count
+        self.last: dict = {}
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)   # first non-finite loss's step
+        self.bad_loss = torch.zeros((), device=device)
+
+    def add(self, record: dict, step: int) -> None:
+        loss = record["loss"]
+        new = (self.bad_step < 0) & ~torch.isfinite(loss)
+        self.bad_step = torch.where(new, step, self.bad_step)
+        self.bad_loss = torch.where(new, loss, self.bad_loss)
+        for k, v in record.items():      # float64 sums, as Python's floats were
+            self.sums[k] = self.sums.get(k, 0.0) + (v.double() if isinstance(v, torch.Tensor) else v)
+        self.count += 1
+        self.last = record
+
+    def first_bad(self) -> tuple[int, float] | None:
+        """(step, loss) of the first non-finite loss, or None (reads the device)."""
+        step = int(self.bad_step)
+        return None if step < 0 else (step, float(self.bad_loss))
+
+    def latest(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.last.items()}
+
+    def float_sums(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.sums.items()}
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.count, 1) for k, v in self.float_sums().items()}
+
+
+def _read(run: Run, logs: StepLogs, progress: Progress) -> dict[str, float]:
+    """Read the last step's values back from the device; a non-finite loss since the last
+    read stops the run here (at most ``run.log_every`` steps after it happened), before any
+    checkpoint could hold the weights it spoiled."""
+    bad = logs.first_bad()
+    if bad is not None:
+        step, value = bad
+        progress.close()
+        where = run.checkpoint_path if run.checkpoint_path.exists() else run.out
+        raise TrainingError(
+            f"loss is {value} at epoch {step // run.steps_per_epoch + 1}, step {step}: training stopped "
+            f"(seen at step {run.global_step}: the loss is read back every --run.log_every="
+            f"{run.cfg.run.log_every} steps). The last good checkpoint is kept in {where}; "
+            "lower --optim.lr, check --optim.clip_grad, or use --run.precision=fp32")
+    return logs.latest()
 
 
 def _steps_checkpoint_due(every: int, global_step: int) -> bool:

@@ -134,6 +134,42 @@ def build_run(cfg: Config, resume: bool) -> Run:
     return run
 
 
+def compile_backbones_(method: nn.Module, backend: bool | str) -> int:
+    """``torch.compile`` every backbone inside ``method`` in place (``Module.compile``: the
+    parameters, buffers and state_dict keys stay those of the module, so checkpoints and
+    EMA pairs are unchanged). ``backend``: True for inductor, else a backend name. Returns
+    how many were compiled. The heads, losses and the method's own logic stay eager."""
+    options = {} if backend is True else {"backend": backend}
+    backbones, names = [], []
+    for name, m in method.named_modules():       # the outermost backbones (a wrapper holds another)
+        if hasattr(m, "spec") and hasattr(m, "num_features") and not any(name.startswith(n + ".") for n in names):
+            backbones.append(m)
+            names.append(name)
+    for m in backbones:
+        m.compile(**options)
+    return len(backbones)
+
+
+DEVICE_DATA_SHARE = 0.25    # --data.on_device=auto: the decoded set may take this share of the free GPU memory
+
+
+def _data_on_device(choice, data, device: torch.device) -> bool:
+    """Whether the decoded images move to ``device`` (issue 14): never on the CPU (they are
+    there already); ``auto``: a set in memory under :data:`DEVICE_DATA_SHARE` of the free
+    device memory; ``true``: a set in memory, else a TrainingError naming the option."""
+    if device.type == "cpu" or choice is False:
+        return False
+    if not data.in_memory:
+        if choice is True:
+            raise TrainingError(f"--data.on_device=true: {data.spec} is streamed from disk; add "
+                                "--data.in_memory=true (and enough --data.memory_limit_gb) or drop the option")
+        return False
+    if choice is True:
+        return True
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
+    return data.decoded_bytes < DEVICE_DATA_SHARE * free
+
+
 def _build(cfg: Config, resume: bool, out: Path, device, precision, threads, rank, world, log) -> Run:
     main = rank == 0
     _seed_everything(cfg.run.seed + rank)
@@ -143,6 +179,9 @@ def _build(cfg: Config, resume: bool, out: Path, device, precision, threads, ran
                        in_memory=switch(cfg.data.in_memory, "--data.in_memory"), num_workers=cfg.data.num_workers,
                        memory_limit_gb=cfg.data.memory_limit_gb, progress=main and cfg.run.progress)
     resolve(cfg, data.image_size, len(data))      # the config is complete from here on
+    if _data_on_device(switch(cfg.data.on_device, "--data.on_device"), data, device):
+        data.to_device(device)
+        log.info("the %.0f MB of decoded images are kept on %s", data.decoded_bytes / 2**20, device)
     if main:
         save_yaml(cfg, out / CONFIG_FILE)
     memory_format = dist_setup.memory_format(cfg.run.channels_last, cfg.model.backbone, device)
@@ -167,6 +206,10 @@ def _build(cfg: Config, resume: bool, out: Path, device, precision, threads, ran
     if main:   # the encoder's exact architecture (a method may change it, e.g. DeepCluster's Sobel input)
         (out / ENCODER_FILE).write_text(json.dumps(method.encoder().spec, indent=1))
     method.to(device, memory_format=memory_format)   # conv weights NHWC with --run.channels_last
+    if cfg.run.compile:
+        compiled = compile_backbones_(method, cfg.run.compile)
+        log.info("torch.compile (%s) on %d backbone(s)", "inductor" if cfg.run.compile is True else cfg.run.compile,
+                 compiled)
 
     per_process = cfg.run.batch_size // world
     steps_per_epoch = data.steps_per_epoch(per_process, drop_last=True, world_size=world) if per_process else 0

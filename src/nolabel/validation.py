@@ -53,13 +53,26 @@ def validate(cfg: Config, resume: bool = False) -> None:
     pick_device(run.device, run.precision)                  # device and precision, and whether they go together
     switch(run.channels_last, "--run.channels_last")
     switch(data.in_memory, "--data.in_memory")
+    switch(data.on_device, "--data.on_device")
     check_threads(run.threads)
+    check_compile(run.compile)
     check_tensorboard(run.tensorboard)
     check_eval_config(cfg)
     if model.init and not resume and not model.init.startswith("random:") and model.init != "pixels" \
             and not Path(model.init).is_dir():
         raise ConfigError(f"--model.init={model.init}: no such folder (give a run folder or a `nolabel export` "
                           "folder)")
+
+
+def check_compile(value) -> None:
+    """``--run.compile``: false, true or one of torch's compile backends."""
+    if isinstance(value, bool):
+        return
+    import torch._dynamo
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if not isinstance(value, str) or value not in backends:
+        raise ConfigError(f"--run.compile={value!r}: choose true, false or a torch.compile backend "
+                          f"({', '.join(backends)})")
 
 
 def _at_least(value: float | None, low: float, message: str) -> None:

@@ -150,7 +150,7 @@ def test_koleo_option_adds_its_weighted_term_and_is_off_by_default(name):
         feats = on.student(v)[0][:8]
     want = koleo_loss(feats.reshape(2, 4, -1))
     assert logs_on["koleo"] == pytest.approx(float(want.detach()), rel=1e-5)
-    assert float((loss_on - loss_off).detach()) == pytest.approx(0.25 * logs_on["koleo"], rel=1e-4)
+    assert float((loss_on - loss_off).detach()) == pytest.approx(0.25 * float(logs_on["koleo"]), rel=1e-4)
 
 
 def test_dino_loss_is_unchanged_by_the_option():

@@ -189,8 +189,8 @@ def sinkhorn_inputs(monkeypatch, queue_use, steps=5):
     torch.manual_seed(0)
     method = tiny_method(queue_size=12, queue_start_epoch=0, queue_use=queue_use)
     seen = []
-    monkeypatch.setattr(swav_module, "sinkhorn_knopp", lambda s, eps, iters: seen.append(s.clone())
-                        or sinkhorn_knopp(s, eps, iters))
+    monkeypatch.setattr(swav_module, "sinkhorn_knopp", lambda s, eps, iters, **kw: seen.append(s.clone())
+                        or sinkhorn_knopp(s, eps, iters, **kw))
     out = []
     for step in range(steps):
         queued = method.queues[0].features().clone()

@@ -274,3 +274,23 @@ def test_sinkhorn_labels_equipartition_and_early_stop():
     assert sizes.min() > 0.75 and sizes.max() < 1.25
     greedy = torch.bincount((z @ w.T).argmax(1), minlength=20).float() / (2000 / 20)
     assert greedy.max() > 2                  # without the transport constraint: unbalanced
+
+
+def test_a_bound_on_the_scores_picks_the_domain_without_reading_them(monkeypatch):
+    """With ``max_abs`` (cosine scores: 1) ``auto`` decides from 2 * max_abs / eps alone, so a
+    training step never waits for the device to send the scores' range back (issue 14), and
+    the codes equal those chosen by reading the range."""
+    torch.manual_seed(0)
+    scores = F.normalize(torch.randn(16, 8), dim=1) @ F.normalize(torch.randn(10, 8), dim=1).T   # cosines
+    expected = sinkhorn_knopp(scores, 0.05, 3)
+    reads = []
+    real_float = torch.Tensor.__float__
+    monkeypatch.setattr(torch.Tensor, "__float__", lambda t: reads.append(t) or real_float(t))
+    bounded = sinkhorn_knopp(scores, 0.05, 3, max_abs=1.0)
+    assert reads == []
+    torch.testing.assert_close(bounded, expected, rtol=0, atol=0)
+    sinkhorn_knopp(scores, 0.05, 3)                                 # without the bound the range is read
+    assert len(reads) == 2
+    # a bound too wide for the linear domain (2 / 0.01 = 200 > 80) takes the log domain
+    torch.testing.assert_close(sinkhorn_knopp(scores, 0.01, 3, max_abs=1.0),
+                               sinkhorn_knopp(scores, 0.01, 3, domain="log"), rtol=0, atol=0)

@@ -86,6 +86,27 @@ class ImageSet:
                 self._seen_upscaled.add(item)
                 self.upscaled.append(item)
 
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes of the decoded images held in memory (0 when streamed)."""
+        return 0 if self._images is None else self._images.numel() * self._images.element_size()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the decoded images are (the CPU when streamed)."""
+        return torch.device("cpu") if self._images is None else self._images.device
+
+    def to_device(self, device: torch.device | str) -> ImageSet:
+        """Keep the decoded images (and masks) on ``device``: batches are then drawn there,
+        with no host-to-device copy of pixels per step (issue 14; CIFAR-10's 50,000 images
+        are 150 MB). In-memory sets only. Returns ``self``."""
+        if self._images is None:
+            raise DataError(f"data spec {self.spec!r} is streamed from disk: only a set held in memory "
+                            "(--data.in_memory=true) can live on the device")
+        self._images = self._images.to(device)
+        self._masks = None if self._masks is None else self._masks.to(device)
+        return self
+
     def labels_tensor(self) -> torch.Tensor:
         """int64 (N,): all labels in dataset order (-1 where unlabelled)."""
         return self._labels.clone()
@@ -99,9 +120,10 @@ class ImageSet:
             index = torch.tensor(idx, dtype=torch.long)
             keys = [self.keys[i] for i in idx]
             labels = self._labels.index_select(0, index)
+            at = index.to(self._images.device)
             return ImageSet(self.spec, Source(self.spec, keys, labels.tolist(), self.classes), self.image_size,
-                            labels, keys, images=self._images.index_select(0, index),
-                            masks=None if self._masks is None else self._masks.index_select(0, index),
+                            labels, keys, images=self._images.index_select(0, at),
+                            masks=None if self._masks is None else self._masks.index_select(0, at),
                             num_workers=self.num_workers)
         source = SubsetSource(self.spec, self._source, idx)
         upscaled: list[tuple[str, str]] = []
@@ -120,7 +142,7 @@ class ImageSet:
 
     def batches(self, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
                 start_step: int = 0, drop_last: bool = True, rank: int = 0, world_size: int = 1,
-                num_workers: int | None = None) -> Iterator[Batch]:
+                num_workers: int | None = None, pin_memory: bool = False) -> Iterator[Batch]:
         """Yield one epoch of batches for this rank.
 
         Args:
@@ -134,6 +156,8 @@ class ImageSet:
             rank, world_size: this process's shard (disjoint, equal sizes).
             num_workers: decoding processes when streaming (default: the value
                 given to :func:`open_images`); ignored in memory.
+            pin_memory: streamed batches in page-locked memory (for a GPU: their copy
+                then overlaps the step before); ignored in memory.
 
         Yields:
             :class:`Batch` with images uint8 (B, 3, S, S). When streaming, bad
@@ -155,7 +179,7 @@ class ImageSet:
         workers = self.num_workers if num_workers is None else num_workers
         carried: list[tuple[str, str]] = []  # bad items of skipped all-bad batches
         for batch in decode_batches(self._source, self.image_size,
-                                    [chunk.tolist() for chunk in chunks], workers):
+                                    [chunk.tolist() for chunk in chunks], workers, pin_memory):
             self._record_bad(batch.bad)
             self._record_upscaled(batch.upscaled)
             if len(self._seen_bad) >= len(self):
@@ -170,11 +194,12 @@ class ImageSet:
 
     def _memory_batches(self, chunks: list[torch.Tensor]) -> Iterator[Batch]:
         for index in chunks:
+            at = index.to(self._images.device, non_blocking=True)   # a no-op unless on a device
             yield Batch(
-                images=self._images.index_select(0, index),
+                images=self._images.index_select(0, at),
                 labels=self._labels.index_select(0, index),
                 index=index,
-                masks=None if self._masks is None else self._masks.index_select(0, index),
+                masks=None if self._masks is None else self._masks.index_select(0, at),
                 bad=[],
             )
 

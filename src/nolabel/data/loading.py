@@ -86,8 +86,9 @@ def collate_items(items: list[Item]) -> Batch:
 
 
 def decode_batches(source: Source, size: int, index_batches: Sequence[Sequence[int]],
-                   num_workers: int) -> Iterator[Batch]:
-    """Decode the given batches of source indices, in order, with ``num_workers`` processes.
+                   num_workers: int, pin_memory: bool = False) -> Iterator[Batch]:
+    """Decode the given batches of source indices, in order, with ``num_workers`` processes
+    (``pin_memory``: batches in page-locked memory, for copies to a GPU that overlap compute).
 
     Yields:
         one :class:`Batch` per entry of ``index_batches`` (bad items dropped).
@@ -99,6 +100,7 @@ def decode_batches(source: Source, size: int, index_batches: Sequence[Sequence[i
         batch_sampler=[list(batch) for batch in index_batches],
         num_workers=num_workers,
         collate_fn=collate_items,
+        pin_memory=pin_memory,
         # A private generator: otherwise every new iterator draws its base seed from
         # torch's global RNG, which the augmentations use, and a resumed run would
         # see different views from an uninterrupted one.

@@ -94,15 +94,16 @@ def updated_center(center: torch.Tensor, teacher_out: torch.Tensor, momentum: fl
 
 
 @torch.no_grad()
-def teacher_entropy(teacher_out: torch.Tensor, center: torch.Tensor, teacher_temp: float) -> float:
-    """Mean entropy h(P_t) in nats of the centred, sharpened teacher outputs (V_t, B, K) (or any (..., K))."""
+def teacher_entropy(teacher_out: torch.Tensor, center: torch.Tensor, teacher_temp: float) -> torch.Tensor:
+    """Mean entropy h(P_t) in nats of the centred, sharpened teacher outputs (V_t, B, K) (or
+    any (..., K)); a 0-dim tensor on their device (logs are read every ``run.log_every`` steps)."""
     q = teacher_probs(teacher_out, center, teacher_temp)
-    return float(-(q * torch.log(q.clamp_min(1e-12))).sum(-1).mean())
+    return -(q * torch.log(q.clamp_min(1e-12))).sum(-1).mean()
 
 
 @torch.no_grad()
 def entropy_and_kl(student_out: torch.Tensor, teacher_out: torch.Tensor, center: torch.Tensor,
-                   teacher_temp: float, student_temp: float) -> tuple[float, float]:
+                   teacher_temp: float, student_temp: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 5.5 decomposition ``H(P_t, P_s) = h(P_t) + KL(P_t || P_s)`` over the same
     view pairs as :func:`dino_loss`. Returns (mean teacher entropy h, mean KL) in nats.
 
@@ -111,4 +112,4 @@ def entropy_and_kl(student_out: torch.Tensor, teacher_out: torch.Tensor, center:
     """
     h = teacher_entropy(teacher_out, center, teacher_temp)
     cross = dino_loss(student_out, teacher_out, center, teacher_temp, student_temp)
-    return h, float(cross) - h
+    return h, cross - h

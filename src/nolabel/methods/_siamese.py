@@ -101,23 +101,25 @@ def view_pairs(n_views: int, ordered: bool, n_targets: int = 2) -> list[tuple[in
     return [(t, s) for t in range(n_targets) for s in range(t + 1, n_views)]
 
 
-def mean_over_pairs(pairs: list[tuple[int, int]], loss_fn: Callable) -> tuple[torch.Tensor, dict[str, float]]:
+def mean_over_pairs(pairs: list[tuple[int, int]], loss_fn: Callable) -> tuple[torch.Tensor, dict]:
     """Mean of ``loss_fn(t, s)`` over ``pairs``. ``loss_fn`` returns a scalar tensor or
-    ``(scalar, {name: scalar})``; the named terms are averaged too (floats, for logs)."""
+    ``(scalar, {name: scalar})``; the named terms are averaged too (detached tensors or
+    floats, for logs: nothing is read back to the host)."""
     total: torch.Tensor | None = None
-    terms: dict[str, float] = {}
+    terms: dict = {}
     for t, s in pairs:
         out = loss_fn(t, s)
         loss, extra = out if isinstance(out, tuple) else (out, {})
         total = loss if total is None else total + loss
         for k, v in extra.items():
-            terms[k] = terms.get(k, 0.0) + float(v) / len(pairs)
+            v = v.detach() if isinstance(v, torch.Tensor) else v
+            terms[k] = terms.get(k, 0.0) + v / len(pairs)
     assert total is not None
     return total / len(pairs), terms
 
 
 @torch.no_grad()
-def spread_logs(feats: torch.Tensor, z: torch.Tensor, batch: int) -> dict[str, float]:
+def spread_logs(feats: torch.Tensor, z: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:
     """``emb_std``: spread of the l2-normalised backbone features of the first global view
     (about 1/sqrt(D) when healthy, 0 at collapse); ``z_std``: the same for its projection
     (SimSiam's collapse statistic, Chen and He 2021, Fig. 2)."""

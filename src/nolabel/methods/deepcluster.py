@@ -133,7 +133,7 @@ class DeepCluster(Method):
         known = target >= 0
         ce = F.cross_entropy(logits[known], target[known], reduction="none")
         loss = (self.class_weights[target[known]] * ce).mean()            # inverse-size weighted Eq. 3.1
-        logs = {"label_accuracy": float((logits.argmax(1) == target).float().mean()),
-                "label_epoch": float(self.label_epoch), **C.stat_logs(self.cluster_stats),
+        logs = {"label_accuracy": (logits.argmax(1) == target).float().mean(),
+                "label_epoch": self.label_epoch.float(), **C.stat_logs(self.cluster_stats),
                 "emb_std": embedding_std(feats.detach().float())}
         return loss, logs

@@ -116,13 +116,13 @@ class DeepClusterV2(Method):
         feats, z = project_multicrop(self.backbone, self.projector, views, l2=True)   # (V*B, D), (V, B, d)
         z = z.flatten(0, 1)                                                # (V*B, d)
         targets = self.labels[:, info.index.to(self.labels.device)].long()  # (H, B)
-        losses, correct = [], 0.0
+        losses, correct = [], torch.zeros((), device=z.device)
         for h in range(self.cfg.n_heads):
             with autocast_off(z):                                          # cosine / tau logits: float32
                 logits = z @ self.centroids[h].T / self.cfg.temperature    # (V*B, k)
             target = targets[h].repeat(n_views)                            # every view, its image's cluster
             losses.append(F.cross_entropy(logits, target, ignore_index=-1))
-            correct += float((logits.argmax(1) == target).float().mean()) / self.cfg.n_heads
-        logs = {"label_accuracy": correct, "label_epoch": float(self.label_epoch),
+            correct += (logits.argmax(1) == target).float().mean() / self.cfg.n_heads
+        logs = {"label_accuracy": correct, "label_epoch": self.label_epoch.float(),
                 **C.stat_logs(self.cluster_stats), "emb_std": embedding_std(feats[:batch].detach().float())}
         return torch.stack(losses).mean(), logs

@@ -128,8 +128,8 @@ class DeeperCluster(Method):
         super_targets = super_class_targets(rotation, self.super_labels[index].long().repeat(4), self.m)
         sub_targets = self.sub_labels[index].long().repeat(4)              # same for the 4 rotations
         super_term, sub_term = hierarchical_loss_terms(super_logits, sub_logits, super_targets, sub_targets)
-        logs = {"super_loss": float(super_term.detach()), "sub_loss": float(sub_term.detach()),
-                "super_accuracy": float((super_logits.argmax(1) == super_targets).float().mean()),
-                "label_epoch": float(self.label_epoch), **C.stat_logs(self.cluster_stats),
+        logs = {"super_loss": super_term.detach(), "sub_loss": sub_term.detach(),
+                "super_accuracy": (super_logits.argmax(1) == super_targets).float().mean(),
+                "label_epoch": self.label_epoch.float(), **C.stat_logs(self.cluster_stats),
                 "emb_std": embedding_std(feats.detach().float())}
         return super_term + sub_term, logs

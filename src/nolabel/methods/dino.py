@@ -131,7 +131,7 @@ class Dino(Method):
         loss = dino_loss(student_out, teacher_out, center, teacher_temp, self.cfg.student_temp)
         # Eq. 5.5: the loss is H = h + KL, so KL needs only the teacher entropy
         h = teacher_entropy(teacher_out, center, teacher_temp)
-        kl = float(loss.detach()) - h
+        kl = loss.detach() - h
         if self.cfg.centering:
             self.center.copy_(updated_center(self.center, teacher_out, self.cfg.center_momentum))
         logs = {"teacher_entropy": h, "kl": kl,
@@ -140,7 +140,7 @@ class Dino(Method):
         if self.cfg.koleo_weight > 0:
             koleo = koleo_loss(student_feats[: n_global * len(views[0])].reshape(n_global, len(views[0]), -1))
             loss = loss + self.cfg.koleo_weight * koleo
-            logs["koleo"] = float(koleo.detach())
+            logs["koleo"] = koleo.detach()
         return loss, logs
 
     def health(self, epoch_means):

@@ -176,15 +176,15 @@ class Ibot(Method):
         patch_loss = masked_patch_loss(student_patch, teacher_patch, masks, patch_center, patch_temp, c.student_temp)
         loss = cls_loss + c.patch_loss_weight * patch_loss
         h = teacher_entropy(teacher_cls, center, temp)
-        logs = {"cls_loss": float(cls_loss.detach()), "patch_loss": float(patch_loss.detach()),
-                "teacher_entropy": h, "kl": float(cls_loss.detach()) - h,
+        logs = {"cls_loss": cls_loss.detach(), "patch_loss": patch_loss.detach(),
+                "teacher_entropy": h, "kl": cls_loss.detach() - h,
                 "patch_entropy": teacher_entropy(teacher_patch, patch_center, patch_temp),
-                "masked": float(masks.float().mean()),
+                "masked": masks.float().mean(),
                 "emb_std": embedding_std(teacher_feats.float()), "teacher_temp": temp}
         if c.koleo_weight > 0:
             koleo = koleo_loss(student_feats.reshape(n_global, batch, -1))
             loss = loss + c.koleo_weight * koleo
-            logs["koleo"] = float(koleo.detach())
+            logs["koleo"] = koleo.detach()
         if c.centering:
             self.center.copy_(updated_center(self.center, teacher_cls, c.center_momentum))
             self.patch_center.copy_(updated_center(self.patch_center, teacher_patch, c.center_momentum))

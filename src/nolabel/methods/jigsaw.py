@@ -90,7 +90,7 @@ class Jigsaw(Method):
         logits = self.head(feats.flatten(1))                             # (B, P)
         loss = F.cross_entropy(logits, labels)
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
-        return loss, {"pretext_acc": float(accuracy), "chance": 1.0 / self.cfg.n_permutations}
+        return loss, {"pretext_acc": accuracy, "chance": 1.0 / self.cfg.n_permutations}
 
     def health(self, epoch_means):
         return pretext_health(epoch_means)

@@ -89,7 +89,7 @@ class RelativeLoc(Method):
         logits = self.head(feats.flatten(1))                             # (B, 8)
         loss = F.cross_entropy(logits, labels)
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
-        return loss, {"pretext_acc": float(accuracy), "chance": 1.0 / N_POSITIONS}
+        return loss, {"pretext_acc": accuracy, "chance": 1.0 / N_POSITIONS}
 
     def health(self, epoch_means):
         return pretext_health(epoch_means)

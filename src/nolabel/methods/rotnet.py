@@ -55,6 +55,6 @@ class RotNet(Method):
         feats = self.backbone(images)                                      # (4B, D)
         logits = self.classifier(feats).float()                            # (4B, 4)
         loss = F.cross_entropy(logits, rotation)
-        logs = {"rotation_accuracy": float((logits.argmax(1) == rotation).float().mean()),
+        logs = {"rotation_accuracy": (logits.argmax(1) == rotation).float().mean(),
                 "emb_std": embedding_std(feats.detach().float())}
         return loss, logs

@@ -134,19 +134,19 @@ class Sela(Method):
         feats, z = project_multicrop(self.backbone, self.projector, views, l2=True)   # (V*B, D), (V, B, d)
         z = z.flatten(0, 1)                                                # (V*B, d)
         targets = self.labels[:, info.index.to(self.labels.device)].long()  # (H, B)
-        losses, correct = [], 0.0
+        losses, correct = [], torch.zeros((), device=z.device)
         for h, head in enumerate(self.heads):
             with autocast_off(z):                                          # cosine / tau logits: float32
                 logits = head(z) / self.cfg.temperature                    # (V*B, K): every view predicts
             target = targets[h].repeat(n_views)                            # (V*B,)   its image's label
             losses.append(F.cross_entropy(logits.float(), target, ignore_index=-1))
-            correct += float((logits.argmax(1) == target).float().mean()) / len(self.heads)
+            correct += (logits.argmax(1) == target).float().mean() / len(self.heads)
             if h == 0:
                 used, usage_entropy = code_usage(logits[:batch].detach())
         loss = torch.stack(losses).mean()
         logs = {"label_accuracy": correct, "prototypes_used": used, "code_usage_entropy": usage_entropy,
-                "label_epoch": float(self.label_epoch), "label_clusters_used": float(self.label_stats[0]),
-                "label_largest_cluster": float(self.label_stats[1]), "nmi_labels": float(self.label_stats[2]),
+                "label_epoch": self.label_epoch.float(), **dict(zip(
+                    ("label_clusters_used", "label_largest_cluster", "nmi_labels"), self.label_stats.float().clone().unbind())),
                 "emb_std": embedding_std(feats[:batch].detach().float())}
         return loss, logs
 

@@ -160,7 +160,8 @@ class Swav(Method):
                 queued = queue @ self.network.prototypes.weight.detach().float().T  # (Q, K)
                 # the queue is identical on every process: each passes its share only
                 s = torch.cat([s, queued.tensor_split(dist.world_size())[dist.rank()]])
-            codes.append(sinkhorn_knopp(s, self.cfg.sinkhorn_eps, self.cfg.sinkhorn_iters)[:batch])
+            # cosine scores (unit z, unit prototypes): |s| <= 1 lets Sinkhorn pick its domain unread
+            codes.append(sinkhorn_knopp(s, self.cfg.sinkhorn_eps, self.cfg.sinkhorn_iters, max_abs=1.0)[:batch])
         if use_queue:
             for v in range(n_code_views):
                 self.queues[v].push(z[v * batch:(v + 1) * batch])

@@ -21,5 +21,5 @@ def ema_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
         return
     t_data = [p.data for p in t_params]
     s_data = [p.data.to(p_t.dtype) for p, p_t in zip(s_params, t_params)]
-    torch._foreach_mul_(t_data, momentum)
-    torch._foreach_add_(t_data, s_data, alpha=1.0 - momentum)
+    # one foreach kernel, one pass over both (issue 14): lerp(t, s, 1 - m) = m * t + (1 - m) * s
+    torch._foreach_lerp_(t_data, s_data, 1.0 - momentum)

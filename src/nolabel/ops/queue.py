@@ -28,6 +28,9 @@ class FeatureQueue(nn.Module):
         self.register_buffer("queue", torch.zeros(size, dim))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        # Host copies of ptr and filled (every process pushes the same rows, so they agree):
+        # reading the buffers would wait for the device at every step (issue 14).
+        self._ptr = self._filled = 0
 
     @property
     def size(self) -> int:
@@ -37,8 +40,12 @@ class FeatureQueue(nn.Module):
     def dim(self) -> int:
         return self.queue.shape[1]
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._ptr, self._filled = int(self.ptr), int(self.filled)      # a resumed queue
+
     def __len__(self) -> int:
-        return int(self.filled)
+        return self._filled
 
     def __bool__(self) -> bool:
         return True
@@ -46,7 +53,7 @@ class FeatureQueue(nn.Module):
     @property
     def is_full(self) -> bool:
         """True once ``size`` vectors have been pushed (a property, not a method)."""
-        return int(self.filled) == self.size
+        return self._filled == self.size
 
     @torch.no_grad()
     def push(self, x: torch.Tensor) -> None:
@@ -61,20 +68,21 @@ class FeatureQueue(nn.Module):
         n = rows.shape[0]
         if n == 0:
             return
-        ptr = int(self.ptr)
+        ptr = self._ptr
         if n > self.size:                                                # older rows would be overwritten
             ptr = (ptr + n - self.size) % self.size
             rows, n = rows[-self.size:], self.size
         index = (ptr + torch.arange(n, device=self.queue.device)) % self.size
         self.queue.index_copy_(0, index, rows.to(self.queue.device))
-        self.ptr.fill_((ptr + n) % self.size)
-        self.filled.fill_(min(int(self.filled) + n, self.size))
+        self._ptr, self._filled = (ptr + n) % self.size, min(self._filled + n, self.size)
+        self.ptr.fill_(self._ptr)
+        self.filled.fill_(self._filled)
 
     def features(self) -> torch.Tensor:
         """The filled rows, oldest first: (len(self), dim). Empty (0, dim) before the first
         push. A view of the buffer when no reordering is needed, otherwise a copy; treat
         it as read-only and do not keep it across :meth:`push`."""
-        filled, ptr = int(self.filled), int(self.ptr)
+        filled, ptr = self._filled, self._ptr
         if filled < self.size:
             return self.queue[:filled]                                   # written from row 0 in order
         if ptr == 0:

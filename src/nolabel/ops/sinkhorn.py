@@ -68,11 +68,11 @@ DOMAINS = ("auto", "linear", "log")
 LINEAR_RANGE = {torch.float32: 80.0, torch.float64: 700.0}
 
 
-def _global_max_min(x: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """(max as a 0-d tensor, min as a float) of ``x`` over the rows of every process."""
+def _global_max_min(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max, min) of ``x`` over the rows of every process, as 0-d tensors (nothing read back)."""
     local = torch.stack([x.max(), -x.min()])                     # (2,)
     both = all_gather(local[None]).amax(dim=0)                   # (2,) over processes
-    return both[0], -float(both[1])
+    return both[0], -both[1]
 
 
 def _sum_over_batch(q: torch.Tensor) -> torch.Tensor:
@@ -88,7 +88,8 @@ def _log_sum_over_batch(log_q: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sinkhorn_knopp(scores: torch.Tensor, eps: float = 0.05, n_iters: int = 3, domain: str = "auto") -> torch.Tensor:
+def sinkhorn_knopp(scores: torch.Tensor, eps: float = 0.05, n_iters: int = 3, domain: str = "auto",
+                   max_abs: float | None = None) -> torch.Tensor:
     """Soft equipartitioned codes Q of Eq. 4.5 from prototype scores (section 4.2.2).
 
     scores: (B, K) scores of this process's samples against the K prototypes (in SwAV,
@@ -96,6 +97,9 @@ def sinkhorn_knopp(scores: torch.Tensor, eps: float = 0.05, n_iters: int = 3, do
     of Prob. 4.4 (0.05 in section 4.2.5; smaller is sharper). n_iters: Sinkhorn-Knopp
     iterations, each a column then a row normalisation (3 in section 4.2.2). domain: "auto"
     (linear when the scores' range allows it, else log), "linear" or "log" (module docstring).
+    max_abs: a bound on |scores| the caller guarantees (1 for cosine scores, up to rounding):
+    ``auto`` then decides from ``2 * max_abs / eps`` without reading the scores' range back
+    to the host, so a training step does not wait for the device (issue 14).
 
     Returns float32 (float64 for float64 input) codes (B, K), no gradient: every row sums
     to 1; over the global batch every column sums to about B_global / K. See the module
@@ -115,7 +119,13 @@ def sinkhorn_knopp(scores: torch.Tensor, eps: float = 0.05, n_iters: int = 3, do
     x = scores.detach().to(dtype)
     if domain != "log":
         top, bottom = _global_max_min(x)
-        if domain == "linear" or (float(top) - bottom) / eps <= LINEAR_RANGE[dtype]:
+        if domain == "linear":
+            linear = True
+        elif max_abs is not None:            # the caller's bound on |scores|: no read-back of the range
+            linear = 2.0 * max_abs / eps <= LINEAR_RANGE[dtype]
+        else:
+            linear = (float(top) - float(bottom)) / eps <= LINEAR_RANGE[dtype]
+        if linear:
             q = (x - top).div_(eps).exp_()                                      # (B, K) in (0, 1]
             for _ in range(int(n_iters)):
                 q /= _sum_over_batch(q)                                         # each prototype: total mass 1
