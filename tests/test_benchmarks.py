@@ -165,3 +165,27 @@ def test_sinkhorn_speed_report(capsys):
     report = load("sinkhorn_speed").main(["--rows", "64", "--prototypes", "30", "--repeats", "2"])
     assert json.loads(capsys.readouterr().out) == report
     assert report["linear_ms"] > 0 and report["log_ms"] > 0 and report["max_abs_diff"] < 1e-6
+
+
+def test_gpu_check_tiny_writes_every_part_and_fails_on_an_error(tmp_path, capsys):
+    """The GPU script end to end on the CPU (--tiny): the ceiling, each nolabel method with its
+    figures, lightly skipped with the reason where it does not import; an unknown method is
+    an error recorded in the JSON with exit status 1, the other parts written all the same."""
+    import pytest
+    bench = load("gpu_check")
+    out = tmp_path / "gc"
+    status = bench.main(["--tiny", "--out", str(out), "--methods", "simclr,nosuch"])
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert status == 1 and [e["part"] for e in report["errors"]] == ["nolabel nosuch"]
+    assert [c["images_per_s"] > 0 for c in report["ceiling"]] == [True, True]
+    (simclr,) = report["nolabel"]
+    assert simclr["method"] == "simclr" and simclr["epochs"] >= 1 and simclr["images_per_s"] > 0
+    assert 0 < simclr["ratio_to_bare_backbone"] and 0 <= simclr["knn_top1_k200"] <= 100
+    assert simclr["curve"] and simclr["curve"][-1]["epoch"] == simclr["epochs"] - 1   # 0-based
+    md = (out / "gpu_check.md").read_text()
+    assert "| simclr |" in md and "error in nolabel nosuch" in md
+    lightly = bench.lightly_runs.available()
+    if lightly is not None:
+        assert report["lightly"]["skipped"] == lightly and "lightly skipped" in md
+    else:
+        pytest.skip("lightly imports here: tests/test_benchmarks.py covers the nolabel side only")
