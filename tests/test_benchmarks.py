@@ -189,3 +189,12 @@ def test_gpu_check_tiny_writes_every_part_and_fails_on_an_error(tmp_path, capsys
         assert report["lightly"]["skipped"] == lightly and "lightly skipped" in md
     else:
         pytest.skip("lightly imports here: tests/test_benchmarks.py covers the nolabel side only")
+
+
+def test_pass_scaling_shards_the_labelling_and_keeps_its_result(capsys):
+    """One process, then two over gloo: the whole-dataset pass and DeepCluster-v2's k-means
+    labelling give every process the one-process rows and labels (k-means clusters each
+    process's share of the gathered rows, not all of them on every process)."""
+    report = load("pass_scaling").main(["--data", "demo?n=96", "--repeats", "1", "--k", "6", "--batch-size", "16"])
+    assert report["images"] == 96 and report["rows_equal"] and report["labels_equal"]
+    assert report["pass_seconds"]["1"] > 0 and report["labelling_with_pass_seconds"]["2"] > 0

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from nolabel.metrics import nmi
+from nolabel.ops import dist
 from nolabel.ops.kmeans import kmeans
 from nolabel.ops.pca import fit_pca_whitening
 from nolabel.ops.pic import pic
@@ -80,10 +81,14 @@ def cluster(x: torch.Tensor, k: int, algorithm: str = "kmeans", seed: int = 0, n
     """
     x = x.float().cpu()
     if algorithm == "kmeans":
-        r = kmeans(x, min(k, len(x)), n_iters=n_iters, seed=seed)
+        # Every process holds all N rows (the whole-dataset pass gathers them): each clusters
+        # its 1/world share, k-means all-reduces the sums (the same init and steps as one
+        # process over x, ops/kmeans.py), and the shares' assignments are gathered back.
+        share = x.tensor_split(dist.world_size())[dist.rank()]
+        r = kmeans(share, min(k, len(x)), n_iters=n_iters, seed=seed)
         centroids = torch.zeros(k, x.shape[1])
         centroids[:len(r.centroids)] = r.centroids
-        return Clustering(r.assignments, centroids, r.n_empty_fixed)
+        return Clustering(dist.all_gather_uneven(r.assignments), centroids, r.n_empty_fixed)
     if algorithm != "pic":
         raise ValueError(f"clustering must be 'kmeans' or 'pic', got {algorithm!r}")
     assignments = pic(x).assignments
