@@ -77,7 +77,10 @@ class _Method(nn.Module):
             self.transform = T.SimCLRTransform(input_size=image_size, cj_strength=0.5, gaussian_blur=0.0)
         elif name == "dino":
             self.head = M.DINOProjectionHead(width, 2048, 256, 2048, batch_norm=True)
-            self.teacher_backbone, self.teacher_head = copy.deepcopy(self.backbone), copy.deepcopy(self.head)
+            # a new head loaded with the student's weights (deepcopy fails on its weight-normed layer)
+            self.teacher_backbone = copy.deepcopy(self.backbone)
+            self.teacher_head = M.DINOProjectionHead(width, 2048, 256, 2048, batch_norm=True)
+            self.teacher_head.load_state_dict(self.head.state_dict())
             for p in [*self.teacher_backbone.parameters(), *self.teacher_head.parameters()]:
                 p.requires_grad_(False)
             self.criterion = L.DINOLoss(output_dim=2048, warmup_teacher_temp_epochs=0)
@@ -88,14 +91,19 @@ class _Method(nn.Module):
             self.prototypes = M.SwaVPrototypes(128, 512, 1)
             self.criterion = L.SwaVLoss()
             self.transform = T.SwaVTransform(crop_sizes=(image_size,), crop_counts=(2,), crop_min_scales=(0.14,),
+                                             crop_max_scales=(1.0,),
                                              cj_strength=0.5, gaussian_blur=0.0)
         else:
             raise ValueError(f"lightly runs know {', '.join(METHODS)}, not {name!r}")
 
     def loss(self, views: list[torch.Tensor], progress: float, epoch: int) -> torch.Tensor:
+        """The networks under the caller's autocast; lightly's loss in float32 (as nolabel's:
+        SwaVLoss's Sinkhorn overflows in bf16)."""
+        fp32 = torch.autocast(views[0].device.type, enabled=False)
         if self.name == "simclr":
-            z = [self.head(self.backbone(v)) for v in views[:2]]
-            return self.criterion(z[0], z[1])
+            z = [self.head(self.backbone(v)).float() for v in views[:2]]
+            with fp32:
+                return self.criterion(z[0], z[1])
         if self.name == "dino":
             from lightly.models.utils import update_momentum
             from lightly.utils.scheduler import cosine_schedule
@@ -103,12 +111,15 @@ class _Method(nn.Module):
             update_momentum(self.backbone, self.teacher_backbone, m)
             update_momentum(self.head, self.teacher_head, m)
             with torch.no_grad():
-                teacher = [self.teacher_head(self.teacher_backbone(v)) for v in views[:2]]
-            student = [self.head(self.backbone(v)) for v in views]
-            return self.criterion(teacher, student, epoch=epoch)
+                teacher = [self.teacher_head(self.teacher_backbone(v)).float() for v in views[:2]]
+            student = [self.head(self.backbone(v)).float() for v in views]
+            with fp32:
+                return self.criterion(teacher, student, epoch=epoch)
         self.prototypes.normalize()
-        outs = [self.prototypes(self.head(self.backbone(v)), epoch) for v in views]
-        return self.criterion(outs[:2], outs[2:])
+        outs = [self.prototypes(nn.functional.normalize(self.head(self.backbone(v)), dim=1), epoch).float()
+                for v in views]                       # unit projections, as lightly's SwaV example
+        with fp32:
+            return self.criterion(outs[:2], outs[2:])
 
 
 def run(name: str, train_images: torch.Tensor, train_labels: torch.Tensor, test_images: torch.Tensor,
