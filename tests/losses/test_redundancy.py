@@ -179,3 +179,14 @@ def test_vicreg_gradcheck_and_half_precision():
     half, _ = vicreg_loss(a.half(), b.half())
     assert half.dtype == torch.float32
     assert half.item() == pytest.approx(vicreg_loss(a, b)[0].item(), rel=2e-2)
+
+
+def test_barlow_twins_terms_are_the_two_sums_of_the_loss():
+    """One cross-correlation gives both sums Barlow Twins logs (on- and off-diagonal), and the
+    loss is their weighted sum: no second correlation is needed for the logs."""
+    from nolabel.losses.redundancy import barlow_twins_terms
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(12, 6), torch.randn(12, 6)
+    on, off = barlow_twins_terms(z1, z2)
+    torch.testing.assert_close(on, barlow_twins_loss(z1, z2, 0.0))
+    torch.testing.assert_close(on + 0.3 * off, barlow_twins_loss(z1, z2, 0.3))

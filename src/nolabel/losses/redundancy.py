@@ -49,6 +49,17 @@ def _off_diagonal_square_sum(m: torch.Tensor) -> torch.Tensor:
 
 
 @float32_region
+def barlow_twins_terms(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two sums of :func:`barlow_twins_loss`, ``(sum_i (1 - C_ii)^2, sum_{i != j} C_ij^2)``,
+    from one cross-correlation (a method that logs both needs no second one)."""
+    a, b = _gather_pair("barlow_twins_loss", z1, z2)                    # (N, D) each, global
+    n = a.shape[0]
+    a = (a - a.mean(dim=0)) / torch.sqrt(a.var(dim=0, unbiased=False) + eps)
+    b = (b - b.mean(dim=0)) / torch.sqrt(b.var(dim=0, unbiased=False) + eps)
+    c = a.T @ b / n                                                      # (D, D) cross-correlation
+    return (1.0 - torch.diagonal(c)).pow(2).sum(), _off_diagonal_square_sum(c)
+
+
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3,
                       eps: float = 1e-5) -> torch.Tensor:
     """Barlow Twins: drive the cross-correlation of the two views' embeddings to identity.
@@ -64,13 +75,8 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3,
     gives C = 0 instead of NaN. Returns a scalar float32. Statistics are over the global
     batch (gathered across processes); it needs at least 2 samples.
     """
-    a, b = _gather_pair("barlow_twins_loss", z1, z2)                    # (N, D) each, global
-    n = a.shape[0]
-    a = (a - a.mean(dim=0)) / torch.sqrt(a.var(dim=0, unbiased=False) + eps)
-    b = (b - b.mean(dim=0)) / torch.sqrt(b.var(dim=0, unbiased=False) + eps)
-    c = a.T @ b / n                                                      # (D, D) cross-correlation
-    invariance = (1.0 - torch.diagonal(c)).pow(2).sum()
-    return invariance + lambd * _off_diagonal_square_sum(c)
+    invariance, redundancy = barlow_twins_terms(z1, z2, eps)
+    return invariance + lambd * redundancy
 
 
 def _variance_hinge(z: torch.Tensor, gamma: float, eps: float) -> torch.Tensor:

@@ -5,7 +5,8 @@ Reduction", ICML 2021).
 One network (``student``: backbone + projector) embeds both views; the
 cross-correlation matrix of the two batches of embeddings, standardised along the
 batch, is pushed to the identity: diagonal to 1 (invariance), off-diagonal to 0
-(redundancy reduction), Eq. 1, :func:`nolabel.losses.redundancy.barlow_twins_loss`.
+(redundancy reduction), Eq. 1, :func:`nolabel.losses.redundancy.barlow_twins_loss` (its two sums from
+:func:`~nolabel.losses.redundancy.barlow_twins_terms`).
 No negatives, no predictor, no momentum encoder; the loss itself excludes a collapsed
 (constant) embedding.
 
@@ -20,10 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
-from nolabel.losses.redundancy import barlow_twins_loss
+from nolabel.losses.redundancy import barlow_twins_terms
 from nolabel.methods import register
 from nolabel.methods._siamese import (ADAMW_SMALL_BATCH, expander_student, expander_width, mean_over_pairs,
                                       spread_logs, spread_warnings, view_pairs)
@@ -71,10 +71,8 @@ class BarlowTwins(Method):
         lambd = self.cfg.lambd
 
         def pair_loss(a, b):
-            loss = barlow_twins_loss(z[a], z[b], lambd)
-            with torch.no_grad():
-                on_diag = barlow_twins_loss(z[a], z[b], 0.0)
-            return loss, {"on_diag": on_diag, "off_diag": (loss.detach() - on_diag) / lambd if lambd else 0.0}
+            on_diag, off_diag = barlow_twins_terms(z[a], z[b])          # Eq. 1's two sums, one C
+            return on_diag + lambd * off_diag, {"on_diag": on_diag.detach(), "off_diag": off_diag.detach()}
 
         loss, terms = mean_over_pairs(view_pairs(len(views), ordered=False, n_targets=self.n_global_views), pair_loss)
         return loss, {**terms, **spread_logs(feats, z, views[0].shape[0])}
