@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
             ema_update(teacher, student, args.momentum)
         if step % 20 == 0 or step == args.steps - 1:
             trace.append({"step": step, "loss": round(float(loss.detach()), 3),
-                          **{k: round(logs[k], 4) for k in ("teacher_entropy", "kl") if k in logs}})
+                          **{k: round(float(logs[k]), 4) for k in ("teacher_entropy", "kl") if k in logs}})
     log_k = math.log(args.out_dim)
     last = trace[-1].get("teacher_entropy", trace[-1]["loss"])
     report = {**vars(args), "log_k": round(log_k, 3), "trace": trace, "last_over_log_k": round(last / log_k, 3)}
