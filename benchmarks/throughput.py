@@ -43,13 +43,10 @@ from pathlib import Path
 import torch
 
 from nolabel import dist_setup
+from nolabel.backbones import is_backbone
 from nolabel.config import GENERAL_SECTIONS, apply_overrides, new_config
 from nolabel.methods import method_names
 from nolabel.train import train
-
-
-def _is_backbone(module: torch.nn.Module) -> bool:
-    return hasattr(module, "spec") and hasattr(module, "num_features")
 
 
 class BackboneCalls:
@@ -71,14 +68,14 @@ class BackboneCalls:
         self._handles = []
 
     def _pre(self, module, args):
-        if _is_backbone(module):
+        if is_backbone(module):
             if self._depth == 0 and args and isinstance(args[0], torch.Tensor):
                 self.calls.append((module, args[0].detach().clone(memory_format=torch.preserve_format),
                                    torch.is_grad_enabled()))
             self._depth += 1
 
     def _post(self, module, args, output):
-        if _is_backbone(module):
+        if is_backbone(module):
             self._depth -= 1
 
 

@@ -121,7 +121,7 @@ def run_epoch(run: Run, progress: Progress, stop: _StopFlag,
     for batch in batches:
         if batch.bad or batch.upscaled:
             report_bad(batch.bad, run.out, run.log, run.main, batch.upscaled)
-        record = train_step(run, batch, epoch, progress)
+        record = train_step(run, batch, epoch)
         logs.add(record, run.global_step)
         images += len(batch.images) * run.world
         if run.global_step % cfg.run.log_every == 0 or step_in_epoch == run.steps_per_epoch - 1:
@@ -159,7 +159,7 @@ def run_epoch(run: Run, progress: Progress, stop: _StopFlag,
         _interrupted(stop.signal, run.out, epoch, run.global_step, run.log, complete=epoch >= cfg.run.epochs)
 
 
-def train_step(run: Run, batch, epoch: int, progress: Progress) -> dict:
+def train_step(run: Run, batch, epoch: int) -> dict:
     """One optimisation step on ``batch``: views, loss, backward, clipping, optimizer and
     EMA updates. Returns the step's record (loss, the method's logs, every schedule value):
     the loss and the method's logs as 0-dim float32 tensors where they are computed, the

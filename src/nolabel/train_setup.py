@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from nolabel import dist_setup
-from nolabel.backbones import build_backbone
+from nolabel.backbones import build_backbone, is_backbone
 from nolabel.checkpoint import load_resume_state, rng_state, save_checkpoint, set_rng_state
 from nolabel.config import Config, save_yaml, switch
 from nolabel.data import ImageSet, open_images
@@ -142,7 +142,7 @@ def compile_backbones_(method: nn.Module, backend: bool | str) -> int:
     options = {} if backend is True else {"backend": backend}
     backbones, names = [], []
     for name, m in method.named_modules():       # the outermost backbones (a wrapper holds another)
-        if hasattr(m, "spec") and hasattr(m, "num_features") and not any(name.startswith(n + ".") for n in names):
+        if is_backbone(m) and not any(name.startswith(n + ".") for n in names):
             backbones.append(m)
             names.append(name)
     for m in backbones:

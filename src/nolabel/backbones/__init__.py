@@ -11,7 +11,7 @@ rebuilds the same architecture::
 ResNets add ``forward_maps`` (last-stage maps); ViTs add ``forward_tokens``,
 ``get_last_selfattention``, ``patch_size``, ``embed_dim`` and ``num_heads``.
 """
-from nolabel.backbones.registry import backbone_names, backbone_options, build_backbone, register
+from nolabel.backbones.registry import backbone_names, backbone_options, build_backbone, is_backbone, register
 from nolabel.backbones.resnet import ResNet, resnet18, resnet50
 from nolabel.backbones.vit import VisionTransformer, is_vit, vit_base, vit_small, vit_tiny
 
@@ -21,6 +21,7 @@ __all__ = [
     "backbone_names",
     "backbone_options",
     "build_backbone",
+    "is_backbone",
     "is_vit",
     "register",
     "resnet18",

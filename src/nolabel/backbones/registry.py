@@ -66,6 +66,12 @@ def build_backbone(name: str, image_size: int = 224, **kwargs: object) -> nn.Mod
     return factory(image_size=image_size, **kwargs)
 
 
+def is_backbone(module: nn.Module) -> bool:
+    """Whether ``module`` is a backbone of this package's interface (``spec`` and
+    ``num_features``), e.g. inside a method that wraps or copies it."""
+    return hasattr(module, "spec") and hasattr(module, "num_features")
+
+
 def _get(name: str) -> Callable[..., nn.Module]:
     """The factory registered as ``name``, or a ValueError listing the valid names."""
     try:
