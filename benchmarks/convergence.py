@@ -8,6 +8,8 @@ Trains METHOD on the full 50,000-image CIFAR-10 training set (any labelled spec 
 probe through the real loop measures the step time, then the number of epochs is
 the budget (less the probe and the final scoring's estimate) over the epoch time,
 so the schedules (warm-up, cosine lr, teacher momentum, ...) end with the budget.
+``--epochs N`` fixes the length instead (the steps an hour bought on another machine:
+the report names the CPU, and step times differ between machines of the same core count).
 The in-training k-NN (``--eval.*``: a 5,000-image bank of the training set and 1,000
 test images, both protocols) gives the learning curve. At the end, weighted k-NN of
 the trained backbone under both protocols (k=20 T=0.07; k=200 T=0.1), from the whole
@@ -37,6 +39,7 @@ from pretrain_knn import DEFAULT_DATA, score_run  # noqa: E402
 
 from nolabel.config import apply_overrides, load_yaml, new_config  # noqa: E402
 from nolabel.data import open_images, open_source  # noqa: E402
+from nolabel.dist_setup import cpu_description  # noqa: E402
 from nolabel.runlog import MetricsLog  # noqa: E402
 from nolabel.train import train  # noqa: E402
 
@@ -85,6 +88,10 @@ def main(argv=None) -> dict:
     p.add_argument("--train-spec", default=None, help="labelled spec to train on and use as the final bank")
     p.add_argument("--test-spec", default=None, help="labelled spec to classify")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=0,
+                   help="train this many epochs instead of the budget's plan: the same steps as a run on "
+                        "another machine, to compare recipes across machines (the probe still runs and "
+                        "is reported)")
     p.add_argument("--eval-every", type=int, default=0, help="epochs between k-NN points (0: about 10 points)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/conv-METHOD)")
     p.add_argument("--set", nargs="*", default=[], help="config overrides section.key=value")
@@ -123,7 +130,7 @@ def main(argv=None) -> dict:
     n_train = len(open_source(train_spec))             # counts the images without decoding them
     steps_per_epoch = n_train // a.batch_size
     budget_s = a.minutes * 60 - (time.time() - t_start) - SCORE_SECONDS
-    epochs = plan_epochs(budget_s, step_s, steps_per_epoch)
+    epochs = a.epochs or plan_epochs(budget_s, step_s, steps_per_epoch)
     every = a.eval_every or max(1, round(epochs / 10))
     cfg = new_config(a.method)
     apply_overrides(cfg, [*base, f"run.out={out}", f"run.epochs={epochs}", "run.progress=false",
@@ -164,13 +171,14 @@ def finish(a, out: Path, train_spec: str, test_spec: str, epochs: int, steps_per
     results, nmis = score_run(out, bank, test, device)
     report = {
         "method": a.method, "recipe": cfg.run.recipe, "minutes_budget": a.minutes, "overrides": a.set,
-        "epochs": epochs,
+        "epochs": epochs, "epochs_from": "--epochs" if a.epochs else "budget",
         "batch_size": cfg.run.batch_size, "steps": epochs * steps_per_epoch,
         "probe_step_seconds": None if step_s is None else round(step_s, 4),
         "train_seconds": round(train_seconds, 1), "score_seconds": round(time.time() - t1, 1),
         "total_seconds": round(time.time() - t_start, 1), "score_only": a.score_only,
         "train_images": len(bank), "knn_bank_images": len(bank),
-        "test_images": len(test), "precision": cfg.run.precision, "threads": torch.get_num_threads(),
+        "test_images": len(test), "precision": cfg.run.precision,
+        "cpu": cpu_description(), "threads": torch.get_num_threads(),
         "knn_top1": results, "nmi_kmeans_test": nmis, "curve": curve,
         "curve_protocol": f"in-training k-NN: bank {cfg.eval.bank_size} of {train_spec}, "
                           f"{cfg.eval.test_size} of {test_spec}",

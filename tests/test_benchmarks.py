@@ -154,11 +154,16 @@ def test_convergence_plans_to_the_budget_and_scores_beside_baselines(tmp_path, c
                          "--set", "simclr.hidden_dim=16", "simclr.out_dim=8"])
     assert json.loads(capsys.readouterr().out)["epochs"] == 1
     assert report["epochs"] == 1 and report["steps"] == 6 and report["probe_step_seconds"] > 0
+    assert report["epochs_from"] == "budget" and report["cpu"]
     assert [c["epoch"] for c in report["curve"]] == [0]                 # the end-of-training k-NN point
     assert set(report["knn_top1"]) == {"trained", "random_init", "pixels"}
     assert json.loads((out / "convergence.json").read_text())["knn_top1"] == report["knn_top1"]
     png = bench.main(["--plot", str(tmp_path / "c.png"), str(out / "convergence.json")])
     assert Path(png["plot"]).stat().st_size > 5000
+    fixed = bench.main(["simclr", "--minutes", "0.1", "--epochs", "2", "--train-spec", "demo?n=48&size=16",
+                        "--test-spec", "demo:test?n=20&size=16", "--batch-size", "16", "--out", str(tmp_path / "c2"),
+                        "--set", "simclr.hidden_dim=16", "simclr.out_dim=8"])
+    assert fixed["epochs"] == 2 and fixed["steps"] == 6 and fixed["epochs_from"] == "--epochs"
 
 
 def test_sinkhorn_speed_report(capsys):

@@ -16,16 +16,30 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")   # x86 instructions computing bf16 products natively
 
 
-def _cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (Linux x86); empty where unknown."""
+def _cpuinfo_field(name: str) -> str:
+    """The first ``name : value`` line's value in /proc/cpuinfo (Linux); empty where unknown."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return ""
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == name:
+            return value.strip()
+    return ""
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux x86); empty where unknown."""
+    return set(_cpuinfo_field("flags").split())
+
+
+def cpu_description() -> str:
+    """The CPU's model name and its bf16 instructions, e.g. ``AMD EPYC (avx512_bf16)``, for
+    benchmark reports: step times differ between machines sold under the same core count."""
+    flags = sorted(_cpu_flags() & set(BF16_CPU_FLAGS))
+    model = _cpuinfo_field("model name") or "unknown CPU"
+    return f"{model} ({', '.join(flags) or 'no native bf16'})"
 
 
 def cpu_has_native_bf16() -> bool:
