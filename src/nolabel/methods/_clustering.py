@@ -121,7 +121,7 @@ def stats(assignments: torch.Tensor, k: int, previous: torch.Tensor | None, n_em
                          prev_nmi, float(n_empty_fixed), label_nmi(truth, assignments)])
 
 
-def stat_logs(buffer: torch.Tensor, prefix: str = "") -> dict[str, torch.Tensor]:
-    """The ``cluster_stats`` buffer as log entries (0-dim tensors of one copy: nothing is read
-    back to the host at the step)."""
-    return {prefix + name: v for name, v in zip(STAT_NAMES, buffer.detach().float().clone().unbind())}
+def stat_logs(buffer: torch.Tensor, names: tuple[str, ...] = STAT_NAMES) -> dict[str, torch.Tensor]:
+    """A statistics buffer (``cluster_stats``: :data:`STAT_NAMES`) as log entries named
+    ``names``: 0-dim tensors of one copy, so nothing is read back to the host at the step."""
+    return dict(zip(names, buffer.detach().float().clone().unbind(), strict=True))

@@ -33,6 +33,10 @@ from nolabel.ops.sinkhorn import sinkhorn_labels
 from nolabel.view_presets import swav_views
 from nolabel.views import ViewSpec, auto_blur
 
+# What label_stats holds after a labelling pass: mean non-empty clusters per head, mean largest
+# cluster over N/K, NMI of head 0's labels with the true labels (-1 without them).
+LABEL_STAT_NAMES = ("label_clusters_used", "label_largest_cluster", "nmi_labels")
+
 
 @dataclass
 class SelaConfig:
@@ -92,7 +96,7 @@ class Sela(Method):
         self.register_buffer("labels", torch.full((cfg.n_heads, shape.n_images), -1, dtype=torch.int32))
         self.register_buffer("label_epoch", torch.tensor(-1))              # epoch of the last labelling
         # clusters used, largest / mean size, NMI of head 0's labels with the class labels (-1: none)
-        self.register_buffer("label_stats", torch.zeros(3))
+        self.register_buffer("label_stats", torch.zeros(len(LABEL_STAT_NAMES)))
 
     def view_specs(self) -> list[ViewSpec]:
         c = self.cfg
@@ -145,8 +149,7 @@ class Sela(Method):
                 used, usage_entropy = code_usage(logits[:batch].detach())
         loss = torch.stack(losses).mean()
         logs = {"label_accuracy": correct, "prototypes_used": used, "code_usage_entropy": usage_entropy,
-                "label_epoch": self.label_epoch.float(), **dict(zip(
-                    ("label_clusters_used", "label_largest_cluster", "nmi_labels"), self.label_stats.float().clone().unbind())),
+                "label_epoch": self.label_epoch.float(), **C.stat_logs(self.label_stats, LABEL_STAT_NAMES),
                 "emb_std": embedding_std(feats[:batch].detach().float())}
         return loss, logs
 
