@@ -117,6 +117,8 @@ def build_run(cfg: Config, resume: bool) -> Run:
         out.mkdir(parents=True, exist_ok=True)
     dist.barrier()
     log = get_logger(out, enabled=main)
+    if warning := dist.shared_store_restart_warning():
+        log.warning(warning)
     try:
         run = _build(cfg, resume, out, device, precision, threads, rank, world, log)
     except BaseException:

@@ -85,6 +85,21 @@ def init_from_env(device_type: str) -> tuple[int, int, int]:
     return torch_dist.get_rank(), local_rank, torch_dist.get_world_size()
 
 
+def shared_store_restart_warning(env=None) -> str | None:
+    """The warning for a ``torchrun`` launch that allows restarts while lending its rendezvous
+    store to the workers (torch >= 2.5's default): the store outlives an attempt, so restarted
+    workers can read their peers' addresses of the previous attempt and hang in, or fail
+    ("Connection refused"), the process group's start (pytorch/pytorch#135712; here 2 of 5
+    restarts hung). None for any other launch."""
+    env = os.environ if env is None else env
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or int(env.get("TORCHELASTIC_MAX_RESTARTS") or 0) <= 0:
+        return None
+    return ("torchrun lends its rendezvous store to the workers and keeps it over restarts: a restarted "
+            "worker can read its peers' addresses of the previous attempt and hang, or fail with "
+            "'Connection refused' (pytorch/pytorch#135712). Set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in "
+            "torchrun's environment (examples/slurm_multinode.sbatch does) for a store per attempt.")
+
+
 def shutdown() -> None:
     if is_dist():
         torch_dist.destroy_process_group()
