@@ -146,3 +146,27 @@ def test_errors():
         kmeans(x, 2, init=np.zeros((3, 2)))
     with pytest.raises(ValueError, match="process group"):
         kmeans(x, 2, group=object())
+
+
+def test_cluster_sums_are_exact_so_any_split_of_the_rows_gives_the_same_centroids():
+    from nolabel.ops.kmeans import _grid, _sums
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((5000, 8)) * 10.0 ** rng.uniform(-6, 3, (5000, 1))).astype(np.float32)
+    labels = rng.integers(7, size=5000)
+    unit = _grid(x, len(x), None)
+    whole = _sums(x, labels, 7, unit)
+    for split in (1, 1234, 4999):
+        parts = _sums(x[:split], labels[:split], 7, unit) + _sums(x[split:], labels[split:], 7, unit)
+        assert np.array_equal(parts, whole)                     # integers: every order, one total
+    # ... where float64 sums of the same two shards differ in their last bits (the old rule)
+    naive = np.zeros((7, 8)), np.zeros((7, 8))
+    np.add.at(naive[0], labels, x.astype(np.float64))
+    np.add.at(naive[1], labels[:1234], x[:1234].astype(np.float64))
+    rest = np.zeros((7, 8))
+    np.add.at(rest, labels[1234:], x[1234:].astype(np.float64))
+    assert not np.array_equal(naive[1] + rest, naive[0])
+    # and they are the float64 sums to far better than float32's precision
+    np.testing.assert_allclose(whole * unit, naive[0], rtol=0, atol=1e-9 * np.abs(x).max())
+    # the grid holds N_total values of the largest magnitude without overflow
+    big = np.full((3, 2), np.float32(3e38))
+    assert (_sums(big, np.zeros(3, dtype=np.int64), 1, _grid(big, 3, None)) > 0).all()

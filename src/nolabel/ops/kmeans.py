@@ -18,9 +18,15 @@ iteration the per-cluster sums (k, D) and counts (k,) plus the number of changed
 assignments, and small per-split statistics when clusters are empty. Every random draw
 comes from one numpy generator seeded with rank 0's seed and fed only with global
 quantities, so all processes hold the same centroids and take the same empty-cluster
-decisions, and the result equals one process run on the concatenated data (up to the
-rounding of the sums and exact distance ties). Without a process group every
-collective is a no-op, so the same call runs in a plain process.
+decisions, and the result equals one process run on the concatenated data (up to exact
+distance ties). The per-cluster sums are exact, so they do not depend on how the rows are
+split: every coordinate is rounded once to a fixed-point grid (a power of two, ``2**-bits``
+of the largest magnitude over all processes, ``bits`` chosen so that N_total of them fit
+in an int64: 46 bits for 50,000 rows, far below float32's 24) and summed as integers,
+which add in any order to the same total. (Float64 sums of the shards, added in another
+order than one process adds them, changed 0.54% of 50,000 CIFAR-10 labels between one and
+two processes: BENCHMARKS.md, issue 14.) Without a process group every collective is a
+no-op, so the same call runs in a plain process.
 
 Initialisation: k distinct global row indices drawn uniformly from ``range(N_total)``
 (``numpy.random.Generator.choice`` seeded by ``seed``); each process contributes the
@@ -44,6 +50,7 @@ repeat until none is empty, so with ``k <= N`` no cluster is ever returned empty
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import faiss
@@ -123,11 +130,22 @@ def _assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return nearest[:, 0].astype(np.int64)
 
 
-def _sums(x: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
-    """Per-label float64 sums of the rows of x (n, D): (n_labels, D)."""
-    sums = torch.zeros(n_labels, x.shape[1], dtype=torch.float64)
+def _grid(x: np.ndarray, n_total: int, group) -> float:
+    """The fixed-point unit of the sums (module docstring): a power of two such that every
+    coordinate of every process is at most ``2**bits`` units and ``n_total`` such values
+    add up to less than 2**62."""
+    largest = _all_reduce(np.array([float(np.abs(x).max()) if x.size else 0.0]), "max", group)[0]
+    if largest == 0.0:
+        return 1.0
+    bits = 62 - math.ceil(math.log2(n_total + 1))
+    return math.ldexp(1.0, math.frexp(largest)[1] - bits)               # largest < 2**exponent
+
+
+def _sums(x: np.ndarray, labels: np.ndarray, n_labels: int, unit: float) -> np.ndarray:
+    """Per-label sums of the rows of x (n, D) in ``unit`` (:func:`_grid`), exact: (n_labels, D) int64."""
+    sums = torch.zeros(n_labels, x.shape[1], dtype=torch.int64)
     for start in range(0, len(x), _CHUNK):
-        rows = torch.from_numpy(x[start:start + _CHUNK]).double()
+        rows = torch.from_numpy(np.rint(x[start:start + _CHUNK].astype(np.float64) / unit).astype(np.int64))
         sums.index_add_(0, torch.from_numpy(labels[start:start + _CHUNK]), rows)
     return sums.numpy()
 
@@ -140,9 +158,9 @@ def _coin(global_index: np.ndarray, salt: np.uint64) -> np.ndarray:
     return ((z ^ (z >> np.uint64(31))) & np.uint64(1)) == 1
 
 
-def _fix_empty_clusters(x, assignments, sums, counts, offset, rng, group) -> int:
+def _fix_empty_clusters(x, assignments, sums, counts, unit, offset, rng, group) -> int:
     """Re-seed every empty cluster (module docstring), in place on the local
-    ``assignments`` (n,) and the global ``sums`` (k, D) float64 and ``counts`` (k,).
+    ``assignments`` (n,) and the global ``sums`` (k, D) int64 in ``unit`` and ``counts`` (k,).
     Returns the number of clusters fixed."""
     k, n_fixed = len(counts), 0
     while True:
@@ -154,7 +172,7 @@ def _fix_empty_clusters(x, assignments, sums, counts, offset, rng, group) -> int
         sources = rng.choice(splittable, size=n_round, replace=False, p=weights / weights.sum())
         targets = empty[:n_round]
         directions = rng.standard_normal((n_round, x.shape[1]))           # (R, D)
-        means = sums[sources] / counts[sources, None]                     # (R, D)
+        means = sums[sources] * unit / counts[sources, None]              # (R, D)
         slot_of = np.full(k, -1, dtype=np.int64)
         slot_of[sources] = np.arange(n_round)
         members = np.flatnonzero(slot_of[assignments] >= 0)              # local rows to split
@@ -176,10 +194,10 @@ def _fix_empty_clusters(x, assignments, sums, counts, offset, rng, group) -> int
                         np.where(by_coin[slots], coin, members + offset == last[slots]))
         moved, moved_slots = members[move], slots[move]
         assignments[moved] = targets[moved_slots]
-        stats = np.concatenate([_sums(x[moved], moved_slots, n_round),
+        stats = np.concatenate([_sums(x[moved], moved_slots, n_round, unit),
                                 np.bincount(moved_slots, minlength=n_round)[:, None]], axis=1)
-        stats = _all_reduce(stats, "sum", group)                          # (R, D + 1)
-        moved_counts = stats[:, -1].round().astype(np.int64)
+        stats = _all_reduce(stats, "sum", group)                          # (R, D + 1) int64
+        moved_counts = stats[:, -1]
         sums[targets], counts[targets] = stats[:, :-1], moved_counts
         sums[sources] -= stats[:, :-1]
         counts[sources] -= moved_counts
@@ -225,21 +243,22 @@ def kmeans(x, k: int, n_iters: int = 20, seed: int = 0, init=None, group=None) -
         held = (local >= 0) & (local < len(x))
         start[held] = x[local[held]]
     centroids = _all_reduce(start, "sum", group).astype(np.float32)      # (k, D)
+    unit = _grid(x, n_total, group)
 
     previous, n_empty_fixed = None, 0
     for iteration in range(1, n_iters + 1):
         assignments = _assign(x, centroids)                               # (n,)
         changed = len(x) if previous is None else int((assignments != previous).sum())
-        stats = np.zeros((k + 1, d + 1), dtype=np.float64)
-        stats[:k, :d] = _sums(x, assignments, k)
+        stats = np.zeros((k + 1, d + 1), dtype=np.int64)
+        stats[:k, :d] = _sums(x, assignments, k, unit)
         stats[:k, d] = np.bincount(assignments, minlength=k)
         stats[k, 0] = changed
         stats = _all_reduce(stats, "sum", group)
-        sums, counts = stats[:k, :d], stats[:k, d].round().astype(np.int64)
-        fixed = _fix_empty_clusters(x, assignments, sums, counts, offset, rng, group)
+        sums, counts = stats[:k, :d], stats[:k, d]
+        fixed = _fix_empty_clusters(x, assignments, sums, counts, unit, offset, rng, group)
         n_empty_fixed += fixed
         filled = counts > 0
-        centroids[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
+        centroids[filled] = (sums[filled] * unit / counts[filled, None]).astype(np.float32)
         previous = assignments
         if stats[k, 0] == 0 and fixed == 0:
             break
