@@ -202,4 +202,5 @@ def test_pass_scaling_shards_the_labelling_and_keeps_its_result(capsys):
     process's share of the gathered rows, not all of them on every process)."""
     report = load("pass_scaling").main(["--data", "demo?n=96", "--repeats", "1", "--k", "6", "--batch-size", "16"])
     assert report["images"] == 96 and report["rows_equal"] and report["labels_equal"]
+    assert report["kmeans_on_the_same_rows_labels_equal"] and report["rows_max_abs_diff"] >= 0
     assert report["pass_seconds"]["1"] > 0 and report["labelling_with_pass_seconds"]["2"] > 0
