@@ -67,7 +67,8 @@ def _finish(run: subprocess.Popen, out: Path, timeout: float) -> str:
 
 
 def _run_workers(out: Path) -> list[int]:
-    """Every live worker of the run in ``out``, whoever its parent now is."""
+    """Every live torchrun worker of the run in ``out`` (``-m nolabel.cli ... --out OUT``;
+    torchrun itself runs its own script), whoever its parent now is."""
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
@@ -91,30 +92,6 @@ def _logged_step(out: Path) -> int:
         return -1
 
 
-def _parent(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rindex(")") + 2:].split()[1])      # the field after the state
-
-
-def _worker_pids(launcher_pid: int) -> list[int]:
-    """The torchrun workers: processes below the launcher that run ``-m nolabel.cli``
-    (torchrun itself runs its own script)."""
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            if b"nolabel.cli" not in cmd or any(c.endswith(b"torchrun") for c in cmd):
-                continue
-            pid = ancestor = int(entry.name)
-            while ancestor > 1 and ancestor != launcher_pid:
-                ancestor = _parent(ancestor)
-            if ancestor == launcher_pid:
-                found.append(pid)
-        except (OSError, ValueError):
-            continue
-    return found
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the workers")
 def test_killed_worker_restarts_and_the_run_matches_an_uninterrupted_one(tmp_path):
     whole = _launch(tmp_path, tmp_path / "whole")
@@ -129,7 +106,7 @@ def test_killed_worker_restarts_and_the_run_matches_an_uninterrupted_one(tmp_pat
     deadline = time.time() + 240
     while time.time() < deadline and run.poll() is None:
         if killed is None and _logged_step(out) >= 9:        # mid-epoch 3, after the checkpoint at step 8
-            workers = _worker_pids(run.pid)
+            workers = _run_workers(out)
             if len(workers) == 2:
                 killed = max(workers)                        # one worker of two dies
                 os.kill(killed, signal.SIGKILL)

@@ -27,10 +27,11 @@ decisions, and the result equals one process run on the concatenated data (up to
 distance ties). The per-cluster sums are exact, so they do not depend on how the rows are
 split: every coordinate is rounded once to a fixed-point grid (a power of two, ``2**-bits``
 of the largest magnitude over all processes, ``bits`` chosen so that N_total of them fit
-in an int64: 46 bits for 50,000 rows, far below float32's 24) and summed as integers,
-which add in any order to the same total. (Float64 sums of the shards, added in another
-order than one process adds them, changed 0.54% of 50,000 CIFAR-10 labels between one and
-two processes: BENCHMARKS.md, issue 14.) Without a process group every collective is a
+in an int64: 46 bits for 50,000 rows, far finer than float32's 24) and summed as integers,
+which add in any order to the same total (float64 sums of the shards, added in another
+order than one process adds them, could differ in their last bits). With the batch-invariant
+search of step 1, the 50,000 CIFAR-10 labels of two processes equal one process's
+(BENCHMARKS.md, issue 14; 99.41% before). Without a process group every collective is a
 no-op, so the same call runs in a plain process.
 
 Initialisation: k distinct global row indices drawn uniformly from ``range(N_total)``
@@ -67,7 +68,7 @@ from nolabel.ops.dist import is_dist
 
 __all__ = ["KMeansResult", "kmeans"]
 
-_CHUNK = 65536  # rows per float64 chunk in the sums
+_CHUNK = 65536  # rows per chunk in the sums and distances
 _NO_BLAS = 2**31 - 1   # faiss.cvar.distance_compute_blas_threshold that keeps every search off BLAS
 
 
