@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from nolabel.backbones import build_backbone
+from nolabel.cli import main as cli_main
 from nolabel.config import apply_overrides, load_yaml, new_config
 from nolabel.data import open_images
 from nolabel.evaluate.clustering import cluster_quality
@@ -97,6 +98,9 @@ def main(argv=None) -> dict:
     p.add_argument("--knn-train-subset", type=int, default=None, help="k-NN bank subset (default: all 50,000)")
     p.add_argument("--out", type=Path, default=Path("runs/bench-cifar10"))
     p.add_argument("--set", nargs="*", default=[], help="config overrides section.key=value")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the stopped run in --out (the same options; of --set, a resumed run may change "
+                        "only how it proceeds, e.g. run.threads: nolabel train --resume), then score it")
     args = p.parse_args(argv)
 
     if args.train_spec and args.test_spec:
@@ -110,15 +114,21 @@ def main(argv=None) -> dict:
     train_spec = train_base + (f"?subset={args.train_subset}" if args.train_subset else "")
     bank_spec = train_base + (f"?subset={args.knn_train_subset}" if args.knn_train_subset else "")
 
-    if (args.out / "checkpoint.pt").exists():   # never train over a finished benchmark's run
-        sys.exit(f"{args.out} already holds a run (and maybe its benchmark.json): choose another --out "
-                 "or delete that folder")
-    cfg = new_config(args.method)
-    apply_overrides(cfg, [f"data.train={train_spec}", f"model.backbone={args.backbone}", f"run.out={args.out}",
-                          f"run.epochs={args.epochs}", f"run.batch_size={args.batch_size}",
-                          "run.progress=false", *args.set])
+    settings = [f"data.train={train_spec}", f"model.backbone={args.backbone}", f"run.out={args.out}",
+                f"run.epochs={args.epochs}", f"run.batch_size={args.batch_size}", "run.progress=false", *args.set]
     t0 = time.time()
-    train(cfg)
+    if args.resume:      # the CLI's resume: it checks the options against the run's saved config
+        code = cli_main(["train", "--out", str(args.out), "--method", args.method, "--resume",
+                         *[f"--{s}" for s in settings if not s.startswith("run.out=")]])
+        if code:
+            sys.exit(code)
+    elif (args.out / "checkpoint.pt").exists():   # never train over a finished benchmark's run
+        sys.exit(f"{args.out} already holds a run (and maybe its benchmark.json): choose another --out, "
+                 "delete that folder, or continue a stopped one with --resume")
+    else:
+        cfg = new_config(args.method)
+        apply_overrides(cfg, settings)
+        train(cfg)
     train_seconds = time.time() - t0
     cfg = load_yaml(args.out / "config.yaml")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -142,6 +152,7 @@ def main(argv=None) -> dict:
                                                                             progress=False)),
         "knn_bank_images": len(bank), "test_images": len(test),
         "knn_top1": results, "nmi_kmeans_test": nmis, "train_seconds": round(train_seconds, 1),
+        "resumed": args.resume,     # train_seconds: this command's share of the training only
         "train_images_per_s": round(train_rate, 1), "bare_backbone_fwd_bwd_images_per_s": round(bare_rate, 1),
         "speed_ratio_to_bare_backbone": round(train_rate / bare_rate, 3),
         "peak_memory_during_training": train_memory, "device": str(device),

@@ -42,7 +42,8 @@ def _train_parser(sub) -> None:
                    help="continue the run in --out from its last checkpoint (a moved or copied run folder "
                         "continues where it is); --resume auto: continue the run in --out if there is one, "
                         "else start it; a run there with other options is refused (one command line for "
-                        "every restart, e.g. torchrun --max-restarts)")
+                        "every restart, e.g. torchrun --max-restarts), except run.threads, run.progress, "
+                        "run.log_every, run.save_every(_steps), run.tensorboard and eval.batch_size")
     p.add_argument("--config", default=None, help="YAML file with config sections")
 
 
@@ -176,6 +177,13 @@ def cmd_train(args, overrides: list[str]) -> int:
     return _report_train(train(cfg))
 
 
+# The settings a resumed run may change (a run moved to a machine with more cores, a bar turned off
+# under a scheduler): they set how the run proceeds, not what it computes. Everything else, the
+# data, model, optimisation, seed, precision and method values, must match the saved config.
+RESUME_MAY_CHANGE = ("run.threads", "run.progress", "run.log_every", "run.save_every", "run.save_every_steps",
+                     "run.tensorboard", "eval.batch_size")
+
+
 def _resumed_config(args, settings: list[str]):
     """The saved config of the run in ``--out``, which ``--resume`` continues. The options given
     must agree with it; with ``--resume auto``, so must ``--config``'s values and the method
@@ -206,9 +214,14 @@ def _resumed_config(args, settings: list[str]):
     apply_overrides(changed, settings)
     changed.run.out = cfg.run.out
     differs = diff(cfg, changed)
-    if differs:
+    refused = [key for key in differs if key not in RESUME_MAY_CHANGE]
+    if refused:
         raise CliError(f"{flag} keeps the run's saved config ({out / CONFIG_FILE}); these options differ "
-                       f"from it: {', '.join(differs)}. Drop them, or start a new run with another --out")
+                       f"from it: {', '.join(refused)}. Drop them, or start a new run with another --out "
+                       f"(a resumed run may change only {', '.join(RESUME_MAY_CHANGE)})")
+    for key in differs:     # how the run proceeds, not what it computes: taken, and config.yaml says so
+        section, name = key.split(".", 1)
+        set_value(cfg, key, getattr(getattr(changed, section), name), source=flag)
     return cfg
 
 
