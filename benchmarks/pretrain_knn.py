@@ -17,6 +17,7 @@ same batch size and image size, timed in the same process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -118,8 +119,9 @@ def main(argv=None) -> dict:
                 f"run.epochs={args.epochs}", f"run.batch_size={args.batch_size}", "run.progress=false", *args.set]
     t0 = time.time()
     if args.resume:      # the CLI's resume: it checks the options against the run's saved config
-        code = cli_main(["train", "--out", str(args.out), "--method", args.method, "--resume",
-                         *[f"--{s}" for s in settings if not s.startswith("run.out=")]])
+        with contextlib.redirect_stdout(sys.stderr):          # stdout is the report's JSON alone
+            code = cli_main(["train", "--out", str(args.out), "--method", args.method, "--resume",
+                             *[f"--{s}" for s in settings if not s.startswith("run.out=")]])
         if code:
             sys.exit(code)
     elif (args.out / "checkpoint.pt").exists():   # never train over a finished benchmark's run

@@ -108,6 +108,26 @@ def test_pretrain_knn_refuses_a_folder_that_holds_a_run(tmp_path):
     assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == b"finished run"
 
 
+
+def test_pretrain_knn_resume_continues_through_the_cli_checks(tmp_path, capsys):
+    import pytest
+    from nolabel.checkpoint import load_checkpoint
+    from nolabel.config import load_yaml
+    overrides = [o[2:] for o in TINY if not o.startswith(("--data.train", "--run.epochs", "--run.batch_size",
+                                                            "--model.backbone"))]
+    out = tmp_path / "b"
+    argv = ["--train-spec", "demo?n=64", "--test-spec", "demo:test?n=32", "--epochs", "1", "--batch-size", "16",
+            "--out", str(out)]
+    load("pretrain_knn").main([*argv, "--set", *overrides])
+    capsys.readouterr()
+    report = load("pretrain_knn").main([*argv, "--resume", "--set", *overrides, "run.threads=2"])
+    assert json.loads(capsys.readouterr().out)["resumed"] is report["resumed"] is True   # stdout: the JSON alone
+    assert load_checkpoint(out / "checkpoint.pt")["global_step"] == 4                   # nothing left to train
+    assert load_yaml(out / "config.yaml").run.threads == 2
+    with pytest.raises(SystemExit) as refused:
+        load("pretrain_knn").main([*argv, "--resume", "--set", *overrides, "optim.lr=0.1"])
+    assert refused.value.code == 2 and "optim.lr" in capsys.readouterr().err
+
 def test_demo_dino_scores_the_run_and_its_snapshots(tmp_path, capsys):
     from nolabel.data import demo
     before = dict(demo.DESIGNS)
