@@ -108,7 +108,6 @@ def test_pretrain_knn_refuses_a_folder_that_holds_a_run(tmp_path):
     assert (tmp_path / "b" / "checkpoint.pt").read_bytes() == b"finished run"
 
 
-
 def test_pretrain_knn_resume_continues_through_the_cli_checks(tmp_path, capsys):
     import pytest
     from nolabel.checkpoint import load_checkpoint
@@ -127,6 +126,7 @@ def test_pretrain_knn_resume_continues_through_the_cli_checks(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:
         load("pretrain_knn").main([*argv, "--resume", "--set", *overrides, "optim.lr=0.1"])
     assert refused.value.code == 2 and "optim.lr" in capsys.readouterr().err
+
 
 def test_demo_dino_scores_the_run_and_its_snapshots(tmp_path, capsys):
     from nolabel.data import demo

@@ -223,7 +223,6 @@ def test_resume_auto_starts_in_an_empty_folder_continues_and_refuses_other_optio
     assert load_checkpoint(out / "checkpoint.pt")["global_step"] == 4 and step_losses(out) == losses   # untouched
 
 
-
 def test_resume_may_change_how_a_run_proceeds_but_not_what_it_computes(tmp_path, capsys):
     from nolabel.config import load_yaml
 
@@ -238,6 +237,7 @@ def test_resume_may_change_how_a_run_proceeds_but_not_what_it_computes(tmp_path,
     code, _, err = run(_auto(out, "--run.epochs=1", "--run.threads=2", "--optim.lr=1e-3"), capsys)
     assert code == 2 and "these options differ from it: optim.lr. Drop them" in err
     assert "may change only run.threads, run.progress" in err
+
 
 KILLED_AT_STEP_3 = """
 import os, signal, sys
