@@ -226,11 +226,6 @@ def _resumed_config(args, settings: list[str]):
 
 
 def _report_train(run_dir: Path) -> int:
-    from nolabel.ops import dist
-    # The process group torchrun's workers started, closed before the interpreter exits: left to
-    # exit, gloo's threads were destroyed still joinable ("terminate called without an active
-    # exception", SIGABRT) in about 1 of 10-25 two-process launches here.
-    dist.shutdown()
     print(f"run folder: {run_dir}")
     return 0
 

@@ -77,6 +77,7 @@ class Run:
     # that the resumed epoch's record averages over all its steps, as an uninterrupted run's does
     resumed_sums: dict[str, float] = field(default_factory=dict)
     resumed_count: int = 0
+    owns_group: bool = False          # build_run started the process group (torchrun), so the run closes it
 
     @property
     def main(self) -> bool:
@@ -106,6 +107,7 @@ def build_run(cfg: Config, resume: bool) -> Run:
     out = Path(cfg.run.out)
     device, precision = dist_setup.pick_device(cfg.run.device, cfg.run.precision)
     threads = dist_setup.set_cpu_threads(cfg.run.threads)
+    started = not dist.is_dist()
     rank, _, world = dist.init_from_env(device.type)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -130,6 +132,7 @@ def build_run(cfg: Config, resume: bool) -> Run:
         _load_state(run, state)
     elif main:
         run.metrics.truncate_from(0)
+    run.owns_group = started and dist.is_dist()
     if world > 1:
         run.model = dist_setup.wrap_ddp(run.method, device)
     run.trainable = [p for p in run.method.parameters() if p.requires_grad]
