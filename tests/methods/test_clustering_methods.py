@@ -7,6 +7,7 @@ import signal
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from nolabel.backbones import build_backbone
 from nolabel.backbones.sobel import Sobel
@@ -157,14 +158,18 @@ def test_reassign_every_skips_epochs():
     assert int(method.label_epoch) == 0
 
 
-def test_deepcluster_exact_resume(runs, tmp_path):
-    reference = [(r["step"], r["loss"]) for r in step_records(runs["deepcluster"])]
+@pytest.mark.parametrize("name,extra", [("deepcluster", ()), ("deepclusterv2", ("--deepclusterv2.memory=true",))])
+def test_deepcluster_exact_resume(runs, tmp_path, name, extra):
+    """Interrupted after 2 steps and resumed: the same losses (DeepCluster's classifier reset;
+    DeepCluster-v2's memory bank, which the checkpoint carries)."""
+    reference = runs[name] if not extra else train(config(name, tmp_path / "whole", extra))
+    reference = [(r["step"], r["loss"]) for r in step_records(reference)]
 
     def interrupt(step, logs):
         if step == 1:
             os.kill(os.getpid(), signal.SIGINT)
 
-    cfg = config("deepcluster", tmp_path / "cut")
+    cfg = config(name, tmp_path / "cut", extra)
     with pytest.raises(TrainingInterrupted):
         train(cfg, on_step=interrupt)
     out = tmp_path / "cut"
@@ -174,6 +179,37 @@ def test_deepcluster_exact_resume(runs, tmp_path):
     assert [s for s, _ in resumed] == [s for s, _ in reference]
     for (_, a), (_, b) in zip(resumed, reference):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
+
+
+def test_deepclusterv2_memory_bank_clusters_the_training_projections():
+    """memory=True (the released code's memory bank): the first labelling fills the bank from
+    the pass; a step writes its two global crops' l2-normalised projections into their rows;
+    later labellings cluster the bank (head h crop h % 2) without a pass."""
+    method = build("deepclusterv2", hidden_dim=16, out_dim=8, n_prototypes=3, n_heads=2, n_local_views=0,
+                   memory=True)
+    images = torch.randn(32, 3, 16, 16)
+    method.on_epoch_start(0, fake_pass(method, images))
+    method.eval()                                                        # pass-like BN: the rows are comparable
+    with torch.no_grad():
+        passed = method.embed(images)
+    assert torch.equal(method.memory[0], passed.half()) and torch.equal(method.memory[1], passed.half())
+    method.train()
+    index = torch.tensor([3, 7, 11, 30, 1, 0, 12, 20])
+    views = [images[index], images[index].flip(-1)]
+    method.training_step(views, StepInfo(0, 0, 10, 5, index=index))
+    with torch.no_grad():                                                # BN over both views, as the step
+        expected = F.normalize(method.projector(method.backbone(torch.cat(views))).float(), dim=1).chunk(2)
+    for crop in range(2):
+        assert torch.allclose(method.memory[crop, index].float(), expected[crop], atol=2e-3)
+    untouched = torch.ones(32, dtype=torch.bool)
+    untouched[index] = False
+    assert torch.equal(method.memory[:, untouched], passed[untouched].half().expand(2, -1, -1))
+    method.on_epoch_start(1, lambda fn: pytest.fail("with a memory bank, epoch 1 must not run a pass"))
+    for h in range(2):
+        result = cluster(method.memory[h % 2].float(), 3, seed=1 * 2 + h, n_iters=method.cfg.kmeans_iters)
+        assert torch.equal(method.labels[h].long(), result.assignments)
+        assert torch.allclose(method.centroids[h], F.normalize(result.centroids, dim=1))
+    assert int(method.label_epoch) == 1
 
 
 def test_sobel_on_a_known_image():

@@ -27,9 +27,11 @@ scores the projections against k-means centroids held in buffers. The k-means of
 ``on_epoch_start`` is not part of a step: ``labels`` and ``centroids`` are set after
 building, identically in every process (random unit centroids, random labels in
 ``[0, k)``, no -1, from a fixed generator), and every step's batch is a fixed random set of
-dataset positions, rank r given those of its rows. Nothing of its step crosses processes
-but DDP's gradient averaging (the per-process mean cross-entropy over equal halves averages
-to the whole batch's), so that is what its half-batch check looks at.
+dataset positions, rank r given those of its rows. Its memory bank (``memory=True``) gathers
+every process's projections at each step, so the bank after a step must equal the whole
+batch's. Besides that only DDP's gradient averaging crosses processes (the per-process mean
+cross-entropy over equal halves averages to the whole batch's), so that is what its half-batch
+check looks at.
 
 The views are fixed random tensors of the ``view_specs`` shapes, not augmented images,
 so no augmentation randomness enters. BatchNorm: torch's SyncBatchNorm is GPU-only, so
@@ -79,7 +81,8 @@ CONFIGS = {
                  queue_size=2 * BATCH, queue_use="filled_rows", queue_start_epoch=0),
     "simclr": dict(hidden_dim=32, out_dim=16, temperature=0.5),
     "mocov2": dict(hidden_dim=32, out_dim=16, queue_size=12, momentum=0.9),
-    "deepclusterv2": dict(hidden_dim=32, out_dim=16, n_heads=2, n_prototypes=6, n_local_views=2, blur=False),
+    "deepclusterv2": dict(hidden_dim=32, out_dim=16, n_heads=2, n_prototypes=6, n_local_views=2, blur=False,
+                          memory=True),
 }
 METHODS = tuple(CONFIGS)
 # MoCo's first step has an empty queue (docstring): a third step contrasts against the wrapped ring.

@@ -11,8 +11,12 @@ centroids are fixed between clusterings there is no classifier to re-initialise 
 correspondence problem between epochs (4.4: "explicit comparisons to k-means centroids,
 which increase stability"). Centroids and labels are buffers (exact resume).
 
-The released code clusters a memory bank of the previous epoch's training projections;
-here the whole-dataset pass of the loop (``Method.on_epoch_start``) is used instead.
+What is clustered: by default a whole-dataset pass of the loop over centre crops
+(``Method.on_epoch_start``). With ``memory=True``, as the released code does, the
+projections of the two global crops computed by the training steps themselves (a memory
+bank: one row per image and crop, the last epoch's, gathered over processes at every
+step), with head h clustering crop h % 2; only the first labelling needs the pass. That
+saves the pass and trains against the clusters of augmented views.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from nolabel.methods import _clustering as C
 from nolabel.methods.base import Method, RunShape, StepInfo, fill, project_multicrop
 from nolabel.methods.swav import SWAV_OPTIM
 from nolabel.monitor import embedding_std
+from nolabel.ops import dist
 from nolabel.ops.precision import autocast_off
 from nolabel.view_presets import swav_views
 from nolabel.views import ViewSpec, auto_blur
@@ -46,6 +51,7 @@ class DeepClusterV2Config:
     global_scale_min: float = 0.14
     local_scale_min: float = 0.05
     blur: bool | None = None         # None: off below 64 px (swav_views)
+    memory: bool = False             # cluster the training steps' projections (released code), not a pass
 
 
 @register
@@ -85,6 +91,10 @@ class DeepClusterV2(Method):
         self.register_buffer("centroids", torch.zeros(cfg.n_heads, k, cfg.out_dim))   # unit rows: prototypes
         self.register_buffer("label_epoch", torch.tensor(-1))
         self.register_buffer("cluster_stats", torch.zeros(len(C.STAT_NAMES)))           # of clustering 0
+        if cfg.memory:   # (2, N, d) unit rows of the 2 global crops, float16 (half the checkpoint); zero: unseen
+            self.register_buffer("memory", torch.zeros(2, shape.n_images, cfg.out_dim, dtype=torch.float16))
+            # every process writes every process's rows (gathered at the step): nothing to broadcast
+            self._ddp_params_and_buffers_to_ignore = ["memory"]
 
     def view_specs(self) -> list[ViewSpec]:
         c = self.cfg
@@ -98,11 +108,18 @@ class DeepClusterV2(Method):
     def on_epoch_start(self, epoch, data_pass):
         if epoch % self.cfg.label_every_epochs:
             return
-        z, index = data_pass(self.embed)                                   # (M, d) unit rows
+        if self.cfg.memory and int(self.label_epoch) >= 0:
+            index = (self.memory[0] != 0).any(1).nonzero()[:, 0]           # rows seen (all, once trained)
+            rows = self.memory[:, index].float()                           # (2, M, d)
+        else:
+            z, index = data_pass(self.embed)                               # (M, d) unit rows
+            rows = z.unsqueeze(0)
+            if self.cfg.memory:                                            # the first labelling fills the bank
+                self.memory[:, index] = z.to(self.memory)
         previous = self.labels[0, index].long() if int(self.label_epoch) >= 0 else None
         self.labels.fill_(-1)
         for h in range(self.cfg.n_heads):
-            result = C.cluster(z, self.n_prototypes, seed=epoch * self.cfg.n_heads + h,
+            result = C.cluster(rows[h % len(rows)], self.n_prototypes, seed=epoch * self.cfg.n_heads + h,
                                n_iters=self.cfg.kmeans_iters)
             self.labels[h, index] = result.assignments.to(self.labels)
             self.centroids[h] = F.normalize(result.centroids, dim=1).to(self.centroids)
@@ -111,11 +128,20 @@ class DeepClusterV2(Method):
                                                  result.n_empty_fixed, C.true_labels(data_pass, index)))
         self.label_epoch.fill_(epoch)
 
+    @torch.no_grad()
+    def _remember(self, z: torch.Tensor, index: torch.Tensor) -> None:
+        """Write the global crops' projections z (2, B, d) of every process into the memory."""
+        index = dist.all_gather(index.to(self.memory.device))
+        rows = dist.all_gather(z.transpose(0, 1).contiguous())             # (world*B, 2, d)
+        self.memory[:, index] = rows.transpose(0, 1).to(self.memory)
+
     def training_step(self, views, info: StepInfo):
         if info.index is None:
             raise ValueError("deepclusterv2 looks up each image's cluster: info.index is missing")
         n_views, batch = len(views), views[0].shape[0]
         feats, z = project_multicrop(self.backbone, self.projector, views, l2=True)   # (V*B, D), (V, B, d)
+        if self.cfg.memory:
+            self._remember(z[:2].detach(), info.index)
         z = z.flatten(0, 1)                                                # (V*B, d)
         targets = self.labels[:, info.index.to(self.labels.device)].long()  # (H, B)
         losses, correct = [], torch.zeros((), device=z.device)
