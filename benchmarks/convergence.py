@@ -20,7 +20,8 @@ writes it to ``OUT/convergence.json``.
 Defaults are the CPU protocol of BENCHMARKS.md (ResNet-18 x0.25 with the small-image
 stem, batch 256) and each method's own defaults under its recipe (``run.recipe=auto``:
 the small recipe at 32 px, recorded in the report); ``--set section.key=value`` changes
-any field (e.g. a recipe under study, or ``run.recipe=thesis``).
+any field (e.g. a recipe under study, or ``run.recipe=thesis``). ``--backbone vit_tiny``
+trains the ViT the masked-image methods need (MAE, iBOT) instead of the ResNet.
 """
 from __future__ import annotations
 
@@ -74,6 +75,14 @@ def probe_step_seconds(cfg_overrides: list[str], method: str, out: Path, batch_s
     return gaps[len(gaps) // 2]
 
 
+def backbone_overrides(name: str) -> list[str]:
+    """The ``model.*`` overrides of ``--backbone``: the CPU protocol's ResNet-18 x0.25 with the
+    small-image stem for resnet18, the backbone's own defaults otherwise."""
+    if name == "resnet18":
+        return ["model.backbone=resnet18", "model.width=0.25", "model.small_stem=true"]
+    return [f"model.backbone={name}"]
+
+
 def plan_epochs(budget_s: float, step_s: float, steps_per_epoch: int, eval_fraction: float = 0.05) -> int:
     """Whole epochs that fit ``budget_s`` at ``step_s`` a step, keeping ``eval_fraction``
     of the time for the in-training k-NN; at least 1."""
@@ -88,6 +97,10 @@ def main(argv=None) -> dict:
     p.add_argument("--train-spec", default=None, help="labelled spec to train on and use as the final bank")
     p.add_argument("--test-spec", default=None, help="labelled spec to classify")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--backbone", default="resnet18",
+                   help="resnet18 (default): at quarter width with the small-image stem, the CPU protocol; "
+                        "another registered backbone (e.g. vit_tiny for MAE and iBOT) with its own defaults "
+                        "at the image size (patch 4 at 32 px), changed with --set model.*")
     p.add_argument("--epochs", type=int, default=0,
                    help="train this many epochs instead of the budget's plan: the same steps as a run on "
                         "another machine, to compare recipes across machines (the probe still runs and "
@@ -123,8 +136,7 @@ def main(argv=None) -> dict:
         return finish(a, out, train_spec, test_spec, cfg.run.epochs, steps_per_epoch, None, train_seconds, t_start)
     if (out / "checkpoint.pt").exists():
         sys.exit(f"{out} already holds a run: choose another --out or delete that folder")
-    base = [f"data.train={train_spec}", "model.backbone=resnet18", "model.width=0.25", "model.small_stem=true",
-            f"run.batch_size={a.batch_size}", *a.set]
+    base = [f"data.train={train_spec}", *backbone_overrides(a.backbone), f"run.batch_size={a.batch_size}", *a.set]
 
     step_s = probe_step_seconds(base, a.method, out.with_name(out.name + "-probe"), a.batch_size)
     n_train = len(open_source(train_spec))             # counts the images without decoding them
@@ -170,7 +182,7 @@ def finish(a, out: Path, train_spec: str, test_spec: str, epochs: int, steps_per
     t1 = time.time()
     results, nmis = score_run(out, bank, test, device)
     report = {
-        "method": a.method, "recipe": cfg.run.recipe, "minutes_budget": a.minutes, "overrides": a.set,
+        "method": a.method, "backbone": cfg.model.backbone, "recipe": cfg.run.recipe, "minutes_budget": a.minutes, "overrides": a.set,
         "epochs": epochs, "epochs_from": "--epochs" if a.epochs else "budget",
         "batch_size": cfg.run.batch_size, "steps": epochs * steps_per_epoch,
         "probe_step_seconds": None if step_s is None else round(step_s, 4),

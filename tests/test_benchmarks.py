@@ -184,6 +184,12 @@ def test_convergence_plans_to_the_budget_and_scores_beside_baselines(tmp_path, c
                         "--test-spec", "demo:test?n=20&size=16", "--batch-size", "16", "--out", str(tmp_path / "c2"),
                         "--set", "simclr.hidden_dim=16", "simclr.out_dim=8"])
     assert fixed["epochs"] == 2 and fixed["steps"] == 6 and fixed["epochs_from"] == "--epochs"
+    assert report["backbone"] == fixed["backbone"] == "resnet18"
+    vit = bench.main(["mae", "--minutes", "0.1", "--epochs", "1", "--backbone", "vit_tiny", "--train-spec",
+                      "demo?n=48&size=16", "--test-spec", "demo:test?n=20&size=16", "--batch-size", "16",
+                      "--out", str(tmp_path / "c3"), "--set", "model.patch_size=8", "model.depth=1",
+                      "model.embed_dim=16", "model.num_heads=2", "mae.decoder_dim=16", "mae.decoder_depth=1"])
+    assert vit["backbone"] == "vit_tiny" and vit["steps"] == 3 and vit["knn_top1"]["trained"]   # no ResNet fields
 
 
 def test_sinkhorn_speed_report(capsys):
