@@ -16,7 +16,10 @@ What is clustered: by default a whole-dataset pass of the loop over centre crops
 projections of the two global crops computed by the training steps themselves (a memory
 bank: one row per image and crop, the last epoch's, gathered over processes at every
 step), with head h clustering crop h % 2; only the first labelling needs the pass. That
-saves the pass and trains against the clusters of augmented views.
+saves the pass and trains against the clusters of augmented views, but the rows span a whole
+epoch of training: in a 25-epoch CPU run on CIFAR-10 (BENCHMARKS.md) the network moved too
+far within an epoch for them to agree with it (k-NN 35.6 against 39.9 after 4 epochs), so it
+is off by default; it suits long runs, where an epoch moves the network little.
 """
 from __future__ import annotations
 
