@@ -64,6 +64,25 @@ def test_large_images_get_the_thesis_values_under_auto():
     assert cfg.run.recipe == "thesis" and cfg.optim.lr == method.default_optim["lr"]
 
 
+def expander(name, size, *options):
+    cfg = apply_overrides(new_config(name), ["--model.backbone=resnet18", *options])
+    return resolve(cfg, size, 1000).method_config.proj_dim
+
+
+def test_vicreg_expander_follows_the_backbone_below_96_px():
+    """4 x the backbone's features below 96 px, at most 2048 (512 on ResNet-18 x0.25's 128);
+    the paper's 8192 from 96 px up; an option wins. Barlow Twins keeps 2048 below 96 px
+    (a 512-wide projector measured worse; BENCHMARKS.md)."""
+    assert expander("vicreg", 32, "--model.width=0.25") == 512
+    assert expander("vicreg", 32, "--model.width=0.125") == 256
+    assert expander("vicreg", 32, "--model.width=1.0") == 2048
+    assert expander("vicreg", 32, "--model.backbone=vit_tiny") == 768              # 4 x 192
+    assert expander("vicreg", 96, "--model.width=0.25") == 8192
+    assert expander("vicreg", 32, "--model.width=0.25", "--vicreg.proj_dim=2048") == 2048
+    assert expander("barlowtwins", 32, "--model.width=0.25") == 2048
+    assert expander("barlowtwins", 96, "--model.width=0.25") == 8192
+
+
 def test_demo_preset_beats_the_recipe():
     method = get_method("simclr")
     cfg = apply_demo_preset(new_config("simclr"))

@@ -144,22 +144,22 @@ def resolve(cfg: Config, image_size: int, n_images: int) -> Config:
         cfg.optim.clip_grad = 0.0
     if cfg.optim.weight_decay_end is None:
         cfg.optim.weight_decay_end = cfg.optim.weight_decay
-    complete_model(cfg, image_size)
+    feature_dim = complete_model(cfg, image_size)
     method.resolve_config(cfg.method_config, RunShape(image_size=image_size, epochs=cfg.run.epochs,
-                                                      n_images=n_images))
+                                                      n_images=n_images, feature_dim=feature_dim))
     return cfg
 
 
-def complete_model(cfg: Config, image_size: int) -> Config:
+def complete_model(cfg: Config, image_size: int) -> int:
     """Write the backbone's own choices (a ResNet's stem, a ViT's patch size, depth, width...)
     into the ``model`` fields left unset that the backbone takes, read from its ``spec``
-    (built on the meta device: no memory, no time)."""
+    (built on the meta device: no memory, no time). Returns the backbone's feature width."""
     with torch.device("meta"):
-        spec = build_backbone(cfg.model.backbone, image_size=image_size, **backbone_kwargs(cfg)).spec
+        backbone = build_backbone(cfg.model.backbone, image_size=image_size, **backbone_kwargs(cfg))
     for field in backbone_options(cfg.model.backbone):
-        if hasattr(cfg.model, field) and getattr(cfg.model, field) is None and field in spec:
-            setattr(cfg.model, field, spec[field])
-    return cfg
+        if hasattr(cfg.model, field) and getattr(cfg.model, field) is None and field in backbone.spec:
+            setattr(cfg.model, field, backbone.spec[field])
+    return backbone.num_features
 
 
 def backbone_kwargs(cfg: Config) -> dict:

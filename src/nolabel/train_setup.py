@@ -203,7 +203,8 @@ def _build(cfg: Config, resume: bool, out: Path, device, precision, threads, ran
         init_backbone_(backbone, cfg.model.init)
         log.info("backbone initialised from %s", cfg.model.init)
     method = get_method(cfg.method)(cfg.method_config, backbone,
-                                    RunShape(image_size=data.image_size, epochs=cfg.run.epochs, n_images=len(data)))
+                                    RunShape(image_size=data.image_size, epochs=cfg.run.epochs, n_images=len(data),
+                                             feature_dim=backbone.num_features))
     if cfg.model.init and method.encoder() is not backbone:
         raise TrainingError(f"--model.init={cfg.model.init}: {cfg.method} changes the backbone's architecture "
                             f"({method.encoder().spec}), so the initial weights cannot be used "

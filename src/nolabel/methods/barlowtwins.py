@@ -37,6 +37,8 @@ class BarlowTwinsConfig:
     # the first two. None: 8192 from 96 px up; 2048 below (small images, CPU: its two
     # 8192 x 8192 layers alone hold 134M parameters; the paper's projector-width ablation
     # shows accuracy still rising with the width, so 2048 trades some accuracy for speed).
+    # Not narrowed with the backbone as VICReg's is: at ResNet-18 x0.25 a 512-wide projector
+    # lost 2.5 points of k-NN after 312 steps (29.6 against 32.0; BENCHMARKS.md, "CPU speed").
     proj_dim: int | None = None         # hidden and output width
     lambd: float = 5e-3                 # weight of the redundancy term ("Implementation details")
     n_local_views: int = 0              # multi-crop locals (thesis 4.2.4)

@@ -35,6 +35,7 @@ class RunShape:
     image_size: int
     epochs: int
     n_images: int
+    feature_dim: int | None = None     # the backbone's feature width (None: not known)
 
 
 Schedule = Callable[[int], float]

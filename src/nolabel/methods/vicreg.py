@@ -32,8 +32,10 @@ VARIANCE_COLLAPSED = 1.8        # of the variance term's maximum 2 (gamma = 1, t
 @dataclass
 class VICRegConfig:
     # Expander (Section 4.1): 3 linear layers of 8192 units, BN + ReLU after the first two.
-    # None: 8192 from 96 px up; 2048 below (small images, CPU: its two 8192 x 8192 layers alone
-    # hold 134M parameters; the paper's ablation shows accuracy still rising with the width).
+    # None: 8192 from 96 px up; below (small images, CPU: its two 8192 x 8192 layers alone hold
+    # 134M parameters) 4 x the backbone's features, at most 2048 (_siamese.expander_width): 512
+    # at ResNet-18 x0.25, where it measured 34.5 k-NN after 312 steps against 33.5 with 2048, at
+    # 0.93 of the bare backbone's images/s against 0.63 (BENCHMARKS.md, "CPU speed").
     proj_dim: int | None = None
     # Loss weights (Section 4.1): lambda = mu = 25, nu = 1; gamma = 1, eps = 1e-4 (Eqs. 1-6).
     sim_weight: float = 25.0
@@ -54,7 +56,7 @@ class VICReg(Method):
 
     @classmethod
     def resolve_config(cls, cfg: VICRegConfig, shape: RunShape) -> None:
-        fill(cfg, "proj_dim", expander_width(shape.image_size))
+        fill(cfg, "proj_dim", expander_width(shape.image_size, shape.feature_dim))
 
     def __init__(self, cfg: VICRegConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
