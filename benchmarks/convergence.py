@@ -182,7 +182,8 @@ def finish(a, out: Path, train_spec: str, test_spec: str, epochs: int, steps_per
     t1 = time.time()
     results, nmis = score_run(out, bank, test, device)
     report = {
-        "method": a.method, "backbone": cfg.model.backbone, "recipe": cfg.run.recipe, "minutes_budget": a.minutes, "overrides": a.set,
+        "method": a.method, "backbone": cfg.model.backbone, "recipe": cfg.run.recipe,
+        "minutes_budget": a.minutes, "overrides": a.set,
         "epochs": epochs, "epochs_from": "--epochs" if a.epochs else "budget",
         "batch_size": cfg.run.batch_size, "steps": epochs * steps_per_epoch,
         "probe_step_seconds": None if step_s is None else round(step_s, 4),
