@@ -6,7 +6,8 @@
 Trains METHOD on the full 50,000-image CIFAR-10 training set (any labelled spec with
 ``--train-spec``/``--test-spec``) with the run length sized to the budget: a short
 probe through the real loop measures the step time, then the number of epochs is
-the budget (less the probe and the final scoring's estimate) over the epoch time,
+the budget (less the probe and the final scoring's estimate, from the encoder's inference
+timed on a sample) over the epoch time,
 so the schedules (warm-up, cosine lr, teacher momentum, ...) end with the budget.
 ``--epochs N`` fixes the length instead (the steps an hour bought on another machine:
 the report names the CPU, and step times differ between machines of the same core count).
@@ -38,14 +39,23 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # the sibling benchmark's scoring
 from pretrain_knn import DEFAULT_DATA, score_run  # noqa: E402
 
+from nolabel.backbones import build_backbone  # noqa: E402
 from nolabel.config import apply_overrides, load_yaml, new_config  # noqa: E402
 from nolabel.data import open_images, open_source  # noqa: E402
 from nolabel.dist_setup import cpu_description  # noqa: E402
+from nolabel.evaluate.features import extract_features  # noqa: E402
+from nolabel.evaluate.models import FeatureModel  # noqa: E402
+from nolabel.presets import backbone_kwargs  # noqa: E402
 from nolabel.runlog import MetricsLog  # noqa: E402
 from nolabel.train import train  # noqa: E402
 
 PROBE_STEPS = 12          # steps timed by the probe (the first 2 are warm-up and not counted)
-SCORE_SECONDS = 240       # rough time of the final scoring (3 models x 60k images), kept out of the budget
+# The final scoring (kept out of the training budget): the trained and the random-init encoder
+# over the bank and the test images, timed on a sample at the probe, plus, for each of the three
+# models (pixels too), the decoding, k-NN and k-means that do not depend on the encoder: 37-48 s
+# of the pixels' row in every report of BENCHMARKS.md (AMD EPYC, 2 threads).
+SCORE_SECONDS_PER_MODEL = 45
+SCORE_SAMPLE = 512        # images whose encoding times the scoring estimate
 
 
 class _ProbeDone(Exception):
@@ -73,6 +83,21 @@ def probe_step_seconds(cfg_overrides: list[str], method: str, out: Path, batch_s
     if not gaps:
         raise SystemExit("the probe ran fewer than 4 steps: is the batch larger than the data?")
     return gaps[len(gaps) // 2]
+
+
+def score_seconds_estimate(probe: Path, n_images: int, device: torch.device) -> float:
+    """Seconds the final scoring will take: the encoder of the probe's run (random weights:
+    the cost does not depend on them) timed over ``SCORE_SAMPLE`` training images, scaled to
+    the two encoders over ``n_images`` (bank + test), plus ``SCORE_SECONDS_PER_MODEL`` for each
+    of the three models. A ViT's scoring takes ~14 min on 2 cores, a quarter-width ResNet's ~3."""
+    cfg = load_yaml(probe / "config.yaml")
+    size = cfg.data.image_size
+    sample = open_images(cfg.data.train.split("?")[0] + f"?subset={SCORE_SAMPLE}", image_size=size, progress=False)
+    net = build_backbone(cfg.model.backbone, image_size=size, **backbone_kwargs(cfg))
+    t = time.perf_counter()
+    extract_features(FeatureModel("probe", net, size), sample, SCORE_SAMPLE, device)
+    per_image = (time.perf_counter() - t) / len(sample)
+    return 2 * n_images * per_image + 3 * SCORE_SECONDS_PER_MODEL
 
 
 def backbone_overrides(name: str) -> list[str]:
@@ -141,7 +166,10 @@ def main(argv=None) -> dict:
     step_s = probe_step_seconds(base, a.method, out.with_name(out.name + "-probe"), a.batch_size)
     n_train = len(open_source(train_spec))             # counts the images without decoding them
     steps_per_epoch = n_train // a.batch_size
-    budget_s = a.minutes * 60 - (time.time() - t_start) - SCORE_SECONDS
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    n_scored = n_train + len(open_source(test_spec))
+    score_s = score_seconds_estimate(out.with_name(out.name + "-probe"), n_scored, device)
+    budget_s = a.minutes * 60 - (time.time() - t_start) - score_s
     epochs = a.epochs or plan_epochs(budget_s, step_s, steps_per_epoch)
     every = a.eval_every or max(1, round(epochs / 10))
     cfg = new_config(a.method)
@@ -149,7 +177,8 @@ def main(argv=None) -> dict:
                           f"eval.knn_train={train_spec}", f"eval.knn_test={test_spec}", f"eval.every={every}"])
     t0 = time.time()
     train(cfg)
-    return finish(a, out, train_spec, test_spec, epochs, steps_per_epoch, step_s, time.time() - t0, t_start)
+    return finish(a, out, train_spec, test_spec, epochs, steps_per_epoch, step_s, time.time() - t0, t_start,
+                  score_planned=score_s)
 
 
 def logged_training_seconds(log: Path) -> float | None:
@@ -169,7 +198,7 @@ def logged_training_seconds(log: Path) -> float | None:
 
 
 def finish(a, out: Path, train_spec: str, test_spec: str, epochs: int, steps_per_epoch: int,
-           step_s: float | None, train_seconds: float, t_start: float) -> dict:
+           step_s: float | None, train_seconds: float, t_start: float, score_planned: float | None = None) -> dict:
     """Score the trained run against random init and pixels; write and return the report."""
     cfg = load_yaml(out / "config.yaml")
     records = MetricsLog(out).read()
@@ -188,6 +217,7 @@ def finish(a, out: Path, train_spec: str, test_spec: str, epochs: int, steps_per
         "batch_size": cfg.run.batch_size, "steps": epochs * steps_per_epoch,
         "probe_step_seconds": None if step_s is None else round(step_s, 4),
         "train_seconds": round(train_seconds, 1), "score_seconds": round(time.time() - t1, 1),
+        "score_seconds_planned": None if score_planned is None else round(score_planned, 1),
         "total_seconds": round(time.time() - t_start, 1), "score_only": a.score_only,
         "train_images": len(bank), "knn_bank_images": len(bank),
         "test_images": len(test), "precision": cfg.run.precision,

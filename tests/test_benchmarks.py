@@ -175,6 +175,11 @@ def test_convergence_plans_to_the_budget_and_scores_beside_baselines(tmp_path, c
     assert json.loads(capsys.readouterr().out)["epochs"] == 1
     assert report["epochs"] == 1 and report["steps"] == 6 and report["probe_step_seconds"] > 0
     assert report["epochs_from"] == "budget" and report["cpu"]
+    fixed_part = 3 * bench.SCORE_SECONDS_PER_MODEL                   # decoding, k-NN, k-means of 3 models
+    assert report["score_seconds_planned"] > fixed_part               # plus the two encoders' timed inference
+    probe = tmp_path / "conv-probe"
+    assert bench.score_seconds_estimate(probe, 0, torch.device("cpu")) == fixed_part
+    assert bench.score_seconds_estimate(probe, 10**6, torch.device("cpu")) > fixed_part + 10  # scales with images
     assert [c["epoch"] for c in report["curve"]] == [0]                 # the end-of-training k-NN point
     assert set(report["knn_top1"]) == {"trained", "random_init", "pixels"}
     assert json.loads((out / "convergence.json").read_text())["knn_top1"] == report["knn_top1"]
