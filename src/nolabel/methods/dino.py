@@ -60,6 +60,16 @@ class DinoConfig:
     koleo_weight: float = 0.0
 
 
+def small_recipe(section: str) -> dict:
+    """DINO's small recipe (commented at ``Dino.recipes``) for the config section ``section``:
+    iBOT, built on DINO's config, takes the same values under ``ibot.``."""
+    return {f"{section}.head_bn": True, f"{section}.out_dim": 2048, f"{section}.n_local_views": 0,
+            f"{section}.global_scale_min": 0.14, f"{section}.momentum_teacher": 0.99,
+            f"{section}.teacher_temp": 0.04, f"{section}.warmup_teacher_temp": 0.04,
+            "optim.optimizer": "sgd", "optim.lr": 0.12, "optim.weight_decay": 5e-4,
+            "optim.weight_decay_end": 5e-4, "optim.clip_grad": 0.0, "optim.min_lr": 0.0}
+
+
 @register
 class Dino(Method):
     name = "dino"
@@ -80,11 +90,7 @@ class Dino(Method):
     # (AdamW 5e-4, K 4096, 6 locals, teacher 0.04 -> 0.07) short CPU runs sit on the uniform
     # plateau: teacher entropy at log K for 930 steps on the demo, k-NN under random init after
     # 312 steps on CIFAR-10 (BENCHMARKS.md, "What holds DINO on the uniform plateau").
-    recipes = {"small": {"dino.head_bn": True, "dino.out_dim": 2048, "dino.n_local_views": 0,
-                         "dino.global_scale_min": 0.14, "dino.momentum_teacher": 0.99,
-                         "optim.optimizer": "sgd", "optim.lr": 0.12, "optim.weight_decay": 5e-4,
-                         "optim.weight_decay_end": 5e-4, "optim.clip_grad": 0.0, "optim.min_lr": 0.0,
-                         "dino.teacher_temp": 0.04, "dino.warmup_teacher_temp": 0.04}}
+    recipes = {"small": small_recipe("dino")}
     encoder_prefix = "teacher.backbone"   # the teacher is the better network (5.3.1)
 
     @classmethod

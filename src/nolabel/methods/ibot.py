@@ -25,7 +25,7 @@ from nolabel.losses.dino import dino_loss, masked_patch_loss, teacher_entropy, u
 from nolabel.losses.koleo import koleo_loss
 from nolabel.methods import register
 from nolabel.methods.base import Method, RunShape, StepInfo, fill, forward_multicrop, require_vit
-from nolabel.methods.dino import Dino, DinoConfig
+from nolabel.methods.dino import Dino, DinoConfig, small_recipe
 from nolabel.monitor import embedding_std
 from nolabel.ops.masking import block_masking, sample_mask_ratios
 from nolabel.ops.schedules import warmup_constant
@@ -93,6 +93,14 @@ class Ibot(Method):
     Config = IbotConfig
     # sec. 3, "Implementation": DINO's optimisation (AdamW, lr, weight-decay cosine, clipping)
     default_optim = dict(Dino.default_optim)
+    # The small recipe (presets.apply_recipe): DINO's (SGD, a BN head with K = 2048, two global
+    # crops over (0.14, 1) and no locals, teacher momentum from 0.99, teacher at 0.04 throughout),
+    # the patch teacher at 0.04 throughout too, and a head 512 wide instead of 2048: the shared
+    # head runs on every token of the teacher's views (64 per 32-px view at patch 4), and at 2048
+    # it cost as much as the ViT's forward. With the paper's values a 312-step CPU run sat on the
+    # uniform plateau ([CLS] loss at log K; BENCHMARKS.md, "iBOT run to the end").
+    recipes = {"small": {**small_recipe("ibot"), "ibot.hidden_dim": 512,
+                         "ibot.teacher_patch_temp": 0.04, "ibot.warmup_teacher_patch_temp": 0.04}}
     encoder_prefix = "teacher.backbone"
 
     @classmethod
