@@ -85,6 +85,18 @@ def test_demo_preset_gives_way_to_another_backbone():
     assert kept.model.width == 0.25 and kept.model.small_stem is True
 
 
+def test_the_demo_of_a_masking_method_takes_the_vit_default():
+    """``nolabel train --method mae --data demo``: the preset's ResNet would be refused
+    (``Method.requires_vit``), so MAE and iBOT keep the ViT default and the rest of the preset."""
+    from nolabel.presets import apply_demo_preset, resolve
+    for name in ("mae", "ibot"):
+        cfg = apply_demo_preset(apply_overrides(new_config(name), ["--data.train=demo"]))
+        assert cfg.model.backbone is None and cfg.model.width is None and cfg.run.epochs == 25
+        resolve(cfg, 32, 1000)
+        assert cfg.model.backbone == "vit_tiny" and cfg.model.patch_size == 4
+    assert apply_demo_preset(new_config("dino")).model.backbone == "resnet18"
+
+
 def test_resolution_completes_the_config_once(tmp_path):
     """presets.resolve: the recipe, the backbone's own choices and the method's
     data-dependent values, all written before anything is built (after the demo preset)."""

@@ -101,7 +101,6 @@ def test_config_file_values_are_explicit(tmp_path):
 
 RESNET = ["--model.backbone=resnet18", "--model.width=0.125"]
 VIT = ["--model.backbone=vit_tiny", "--model.depth=1", "--model.embed_dim=32", "--model.num_heads=2"]
-VIT_ONLY = {"ibot", "mae"}
 
 
 @pytest.mark.parametrize("name", sorted(n for n in method_names() if get_method(n).recipes))
@@ -115,7 +114,7 @@ def test_every_small_recipe_trains(tmp_path, name):
     cfg = apply_overrides(new_config(name), [
         "--data.train=demo?n=32", "--run.epochs=1", "--run.batch_size=16", "--run.progress=false",
         "--run.log_every=1", "--run.precision=fp32", "--run.threads=1", "--eval.every=0",
-        *(VIT if name in VIT_ONLY else RESNET), f"--run.out={tmp_path / name}"])
+        *(VIT if get_method(name).requires_vit else RESNET), f"--run.out={tmp_path / name}"])
     run = train(cfg)
     saved = load_yaml(run / "config.yaml")
     assert saved.run.recipe == "small"

@@ -54,9 +54,12 @@ def is_demo(spec: str) -> bool:
 def apply_demo_preset(cfg: Config) -> Config:
     """The demo's CPU values for the run's method, in the fields nobody set (an option or a
     config file wins), except the preset's ``model`` fields that the run's backbone does not
-    take: with ``--model.backbone=vit_tiny`` on ``demo`` the preset's ResNet width is left out.
+    take: with ``--model.backbone=vit_tiny`` on ``demo`` the preset's ResNet width is left out,
+    and a method that needs a ViT (``Method.requires_vit``) gets none of the preset's model.
     The values written count as set: the recipe (:func:`apply_recipe`) does not replace them."""
     preset = demo_preset(cfg.method)
+    if get_method(cfg.method).requires_vit:       # MAE, iBOT: the ViT default, not the preset's ResNet
+        preset = {k: v for k, v in preset.items() if not k.startswith("model.")}
     backbone = cfg.model.backbone if "model.backbone" in cfg.explicit else preset.get("model.backbone")
     accepted = set(backbone_options(backbone)) if backbone in backbone_names() else set()
     for key, value in preset.items():

@@ -78,6 +78,21 @@ def test_every_value_is_checked_before_the_data_is_read(option, message, tmp_pat
     assert not out.exists()                                  # a refused run writes nothing
 
 
+@pytest.mark.parametrize("method", ["mae", "ibot"])
+def test_a_masking_method_on_a_resnet_is_refused_before_the_data_is_read(method, tmp_path, monkeypatch, capsys):
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was opened before the backbone was checked")
+
+    monkeypatch.setattr(nolabel.train_setup, "open_images", no_data)
+    out = tmp_path / "run"
+    code = main(["train", "--method", method, "--data", "demo?n=64", "--backbone", "resnet18", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"--method {method} masks patch tokens and needs a ViT backbone" in err
+    assert "--model.backbone=resnet18 is not one; choose from vit_tiny, vit_small, vit_base" in err
+    assert not out.exists()
+
+
 def _damage(path: Path, how: str) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2] if how == "truncated" else b"\x80\x04 not a checkpoint" * 50)

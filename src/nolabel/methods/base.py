@@ -63,9 +63,15 @@ class Method(nn.Module):
     # AdamW's (beta1, beta2) when the run's optimizer is adamw (optim.build_optimizer reads it);
     # torch's defaults unless the method's paper says otherwise (MAE: (0.9, 0.95)).
     adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
+    # True for methods that mask patch tokens (MAE, iBOT): they need a ViT. Validation rejects
+    # another backbone before the data is read, and the demo preset leaves the backbone to
+    # the ViT default for them (presets.apply_demo_preset).
+    requires_vit: ClassVar[bool] = False
 
     def __init__(self, cfg, backbone: nn.Module, shape: RunShape):
         super().__init__()
+        if type(self).requires_vit:
+            require_vit(backbone, type(self).name)
         type(self).check_config(cfg)
         type(self).resolve_config(cfg, shape)   # done already in a run (presets.resolve): a no-op there
         self.cfg = cfg
@@ -236,8 +242,8 @@ class MultiCropNetwork(nn.Module):
 
 
 def require_vit(backbone: nn.Module, method: str) -> None:
-    """A ValueError naming the option when ``backbone`` is not a ViT (for methods that mask
-    patch tokens: MAE, iBOT)."""
+    """A ValueError naming the option when ``backbone`` is not a ViT (``Method.requires_vit``:
+    the methods that mask patch tokens, MAE and iBOT)."""
     if not is_vit(backbone):
-        raise ValueError(f"{method} masks patch tokens and needs a ViT backbone: use --model.backbone=vit_tiny "
-                         f"(or vit_small, vit_base), not {type(backbone).__name__}")
+        raise ValueError(f"--method {method} masks patch tokens and needs a ViT backbone: use "
+                         f"--model.backbone=vit_tiny (or vit_small, vit_base), not {type(backbone).__name__}")

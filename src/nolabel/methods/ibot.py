@@ -24,7 +24,7 @@ from nolabel.heads import DINOHead
 from nolabel.losses.dino import dino_loss, masked_patch_loss, teacher_entropy, updated_center
 from nolabel.losses.koleo import koleo_loss
 from nolabel.methods import register
-from nolabel.methods.base import Method, RunShape, StepInfo, fill, forward_multicrop, require_vit
+from nolabel.methods.base import Method, RunShape, StepInfo, fill, forward_multicrop
 from nolabel.methods.dino import Dino, DinoConfig, small_recipe
 from nolabel.monitor import embedding_std
 from nolabel.ops.masking import block_masking, sample_mask_ratios
@@ -90,6 +90,7 @@ class IbotNetwork(nn.Module):
 @register
 class Ibot(Method):
     name = "ibot"
+    requires_vit = True
     Config = IbotConfig
     # sec. 3, "Implementation": DINO's optimisation (AdamW, lr, weight-decay cosine, clipping)
     default_optim = dict(Dino.default_optim)
@@ -121,7 +122,6 @@ class Ibot(Method):
 
     def __init__(self, cfg: IbotConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
-        require_vit(backbone, "iBOT")
         self.out_dim = k = cfg.out_dim
         k_patch = cfg.patch_out_dim
 

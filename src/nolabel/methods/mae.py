@@ -17,7 +17,7 @@ from nolabel.backbones.pos_embed import sincos_2d
 from nolabel.heads import MaskedDecoder
 from nolabel.losses.reconstruction import masked_mse, patchify
 from nolabel.methods import register
-from nolabel.methods.base import Method, RunShape, fill, require_vit
+from nolabel.methods.base import Method, RunShape, fill
 from nolabel.ops.masking import random_masking
 from nolabel.view_presets import plain_views
 from nolabel.views import SMALL_IMAGE, ViewSpec
@@ -56,6 +56,7 @@ def fix_sincos_positions_(vit: nn.Module) -> None:
 @register
 class Mae(Method):
     name = "mae"
+    requires_vit = True
     Config = MaeConfig
     # A.1, Table 8: AdamW, betas (0.9, 0.95), base lr 1.5e-4 x batch / 256, weight decay 0.05,
     # warm-up (40 of 800-1600 epochs; here the loop's default, 10% of the run up to 10 epochs)
@@ -83,7 +84,6 @@ class Mae(Method):
 
     def __init__(self, cfg: MaeConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
-        require_vit(backbone, "MAE")
         dim, depth, heads = cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_num_heads
         self.backbone = backbone
         self.patch_size = backbone.patch_size
