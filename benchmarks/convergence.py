@@ -42,7 +42,7 @@ from pretrain_knn import DEFAULT_DATA, score_run  # noqa: E402
 from nolabel.backbones import build_backbone  # noqa: E402
 from nolabel.config import apply_overrides, load_yaml, new_config  # noqa: E402
 from nolabel.data import open_images, open_source  # noqa: E402
-from nolabel.dist_setup import cpu_description  # noqa: E402
+from nolabel.dist_setup import cpu_description, pick_device  # noqa: E402
 from nolabel.evaluate.features import extract_features  # noqa: E402
 from nolabel.evaluate.models import FeatureModel  # noqa: E402
 from nolabel.presets import backbone_kwargs  # noqa: E402
@@ -166,7 +166,7 @@ def main(argv=None) -> dict:
     step_s = probe_step_seconds(base, a.method, out.with_name(out.name + "-probe"), a.batch_size)
     n_train = len(open_source(train_spec))             # counts the images without decoding them
     steps_per_epoch = n_train // a.batch_size
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device, _ = pick_device("auto", "fp32")         # the device the final scoring will use (finish)
     n_scored = n_train + len(open_source(test_spec))
     score_s = score_seconds_estimate(out.with_name(out.name + "-probe"), n_scored, device)
     budget_s = a.minutes * 60 - (time.time() - t_start) - score_s
@@ -204,7 +204,7 @@ def finish(a, out: Path, train_spec: str, test_spec: str, epochs: int, steps_per
     records = MetricsLog(out).read()
     curve = [{k: r[k] for k in ("epoch", "step", "knn_top1_k20", "knn_top1_k200", "seconds") if k in r}
              for r in records if r["type"] == "knn"]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device, _ = pick_device("auto", "fp32")
     size = cfg.data.image_size
     bank = open_images(train_spec, image_size=size, progress=False)
     test = open_images(test_spec, image_size=size, progress=False)
