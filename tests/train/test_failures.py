@@ -43,6 +43,12 @@ def test_batch_larger_than_dataset_is_a_clear_error_and_leaves_nothing_behind(ti
     assert sorted(os.listdir(keep)) == ["notes.txt"]         # a folder that was there stays, with its files
 
 
+def _no_data(monkeypatch, what="the options were checked"):
+    def no_data(*args, **kwargs):
+        raise AssertionError(f"the data was opened before {what}")
+    monkeypatch.setattr(nolabel.train_setup, "open_images", no_data)
+
+
 @pytest.mark.parametrize("option,message", [
     (["--epochs", "-1"], "--epochs -1"),
     (["--epochs", "0"], "--epochs 0"),
@@ -63,10 +69,7 @@ def test_batch_larger_than_dataset_is_a_clear_error_and_leaves_nothing_behind(ti
     (["--model.init=no/such/run"], "--model.init=no/such/run"),
 ], ids=lambda v: v[-1] if isinstance(v, list) else None)
 def test_every_value_is_checked_before_the_data_is_read(option, message, tmp_path, monkeypatch, capsys):
-    def no_data(*args, **kwargs):
-        raise AssertionError("the data was opened before the options were checked")
-
-    monkeypatch.setattr(nolabel.train_setup, "open_images", no_data)
+    _no_data(monkeypatch)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
     tiny = [o for o in TINY if not o.startswith(("--run.epochs=", "--run.batch_size=", "--model.backbone="))]
@@ -80,10 +83,7 @@ def test_every_value_is_checked_before_the_data_is_read(option, message, tmp_pat
 
 @pytest.mark.parametrize("method", ["mae", "ibot"])
 def test_a_masking_method_on_a_resnet_is_refused_before_the_data_is_read(method, tmp_path, monkeypatch, capsys):
-    def no_data(*args, **kwargs):
-        raise AssertionError("the data was opened before the backbone was checked")
-
-    monkeypatch.setattr(nolabel.train_setup, "open_images", no_data)
+    _no_data(monkeypatch, "the backbone was checked")
     out = tmp_path / "run"
     code = main(["train", "--method", method, "--data", "demo?n=64", "--backbone", "resnet18", "--out", str(out)])
     err = capsys.readouterr().err
@@ -98,10 +98,6 @@ def _damage(path: Path, how: str) -> None:
     path.write_bytes(data[: len(data) // 2] if how == "truncated" else b"\x80\x04 not a checkpoint" * 50)
 
 
-def _no_data(monkeypatch):
-    def no_data(*args, **kwargs):
-        raise AssertionError("the data was opened before the checkpoint was checked")
-    monkeypatch.setattr(nolabel.train_setup, "open_images", no_data)
 
 
 def test_damaged_checkpoint_names_the_file_and_the_previous_one(tiny_config, monkeypatch, capsys):
@@ -117,7 +113,7 @@ def test_damaged_checkpoint_names_the_file_and_the_previous_one(tiny_config, mon
     assert load_checkpoint(current)["global_step"] == 6 and load_checkpoint(previous)["global_step"] == 4
     _damage(current, "truncated")
     with monkeypatch.context() as m:
-        _no_data(m)
+        _no_data(m, "the checkpoint was checked")
         code = main(["train", "--out", str(out), "--resume"])
     err = capsys.readouterr().err
     assert code == 2
@@ -134,7 +130,7 @@ def test_garbage_checkpoint_without_a_previous_one_says_what_to_do(tiny_config, 
     out = train(cfg)
     assert not (out / "checkpoint.prev.pt").exists()         # one checkpoint written so far
     _damage(out / "checkpoint.pt", "garbage")
-    _no_data(monkeypatch)
+    _no_data(monkeypatch, "the checkpoint was checked")
     code = main(["train", "--out", str(out), "--resume"])
     err = capsys.readouterr().err
     assert code == 2
