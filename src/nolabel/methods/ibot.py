@@ -95,12 +95,13 @@ class Ibot(Method):
     # sec. 3, "Implementation": DINO's optimisation (AdamW, lr, weight-decay cosine, clipping)
     default_optim = dict(Dino.default_optim)
     # The small recipe (presets.apply_recipe): DINO's (SGD, a BN head with K = 2048, two global
-    # crops over (0.14, 1) and no locals, teacher momentum from 0.99, teacher at 0.04 throughout),
-    # the patch teacher at 0.04 throughout too, and a head 512 wide instead of 2048: the shared
-    # head runs on every token of the teacher's views (64 per 32-px view at patch 4), and at 2048
-    # it cost as much as the ViT's forward. With the paper's values a 312-step CPU run sat on the
-    # uniform plateau ([CLS] loss at log K; BENCHMARKS.md, "iBOT run to the end").
-    recipes = {"small": {**small_recipe("ibot"), "ibot.hidden_dim": 512,
+    # crops over (0.14, 1) and no locals, teacher momentum from 0.99, teacher at 0.04 throughout,
+    # a head 512 wide) and the patch teacher at 0.04 throughout too. The 512-wide head matters
+    # more here: the shared head runs on every token of the teacher's views (64 per 32-px view at
+    # patch 4), and at 2048 it cost as much as the ViT's forward. With the paper's values a
+    # 312-step CPU run sat on the uniform plateau ([CLS] loss at log K; BENCHMARKS.md, "iBOT run
+    # to the end").
+    recipes = {"small": {**small_recipe("ibot"),
                          "ibot.teacher_patch_temp": 0.04, "ibot.warmup_teacher_patch_temp": 0.04}}
     encoder_prefix = "teacher.backbone"
 
