@@ -71,16 +71,30 @@ def expander(name, size, *options):
 
 def test_vicreg_expander_follows_the_backbone_below_96_px():
     """4 x the backbone's features below 96 px, at most 2048 (512 on ResNet-18 x0.25's 128);
-    the paper's 8192 from 96 px up; an option wins. Barlow Twins keeps 2048 below 96 px
-    (a 512-wide projector measured worse; BENCHMARKS.md)."""
+    the paper's 8192 from 96 px up; an option wins. Barlow Twins follows the same rule, its
+    redundancy weight matched to the width below 2048 (BENCHMARKS.md, "CPU speed")."""
     assert expander("vicreg", 32, "--model.width=0.25") == 512
     assert expander("vicreg", 32, "--model.width=0.125") == 256
     assert expander("vicreg", 32, "--model.width=1.0") == 2048
     assert expander("vicreg", 32, "--model.backbone=vit_tiny") == 768              # 4 x 192
     assert expander("vicreg", 96, "--model.width=0.25") == 8192
     assert expander("vicreg", 32, "--model.width=0.25", "--vicreg.proj_dim=2048") == 2048
-    assert expander("barlowtwins", 32, "--model.width=0.25") == 2048
+    assert expander("barlowtwins", 32, "--model.width=0.25") == 512
+    assert expander("barlowtwins", 32, "--model.width=1.0") == 2048
     assert expander("barlowtwins", 96, "--model.width=0.25") == 8192
+
+
+def lambd(size, *options):
+    cfg = apply_overrides(new_config("barlowtwins"), ["--model.backbone=resnet18", *options])
+    return resolve(cfg, size, 1000).method_config.lambd
+
+
+def test_barlow_twins_redundancy_weight_follows_the_width_below_2048():
+    assert lambd(96, "--model.width=0.25") == 5e-3                    # the paper's, at 8192
+    assert lambd(32, "--model.width=1.0") == 5e-3                     # 2048: solo-learn's and lightly's CIFAR value
+    assert lambd(32, "--model.width=0.25") == 0.02                    # 512: lambda x d as at 2048
+    assert lambd(32, "--model.width=0.25", "--barlowtwins.proj_dim=1024") == 0.01
+    assert lambd(32, "--model.width=0.25", "--barlowtwins.lambd=0.005") == 0.005   # an option wins
 
 
 def test_demo_preset_beats_the_recipe():

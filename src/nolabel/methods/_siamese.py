@@ -48,8 +48,8 @@ def size_default(value, image_size: int, large, small):
 
 def expander_width(image_size: int, feature_dim: int | None = None) -> int:
     """Barlow Twins' and VICReg's default expander width: 8192 in both papers from 96 px up;
-    2048 below (small images, small compute). Given the backbone's ``feature_dim`` (VICReg):
-    4 times it, at most 2048 (2048 on ResNet-18's 512, as the CIFAR-10 runs of solo-learn and
+    2048 below (small images, small compute), or, given the backbone's ``feature_dim``, 4
+    times it, at most 2048 (2048 on ResNet-18's 512, as the CIFAR-10 runs of solo-learn and
     lightly; 512 at the CPU protocol's quarter width, where a 2048-wide expander cost more
     than the backbone's passes: BENCHMARKS.md, "CPU speed")."""
     return size_default(None, image_size, 8192, 2048 if feature_dim is None else min(2048, 4 * feature_dim))

@@ -34,14 +34,24 @@ from nolabel.view_presets import siamese_views
 @dataclass
 class BarlowTwinsConfig:
     # Projector ("Implementation details"): 3 linear layers of 8192 units, BN + ReLU after
-    # the first two. None: 8192 from 96 px up; 2048 below (small images, CPU: its two
-    # 8192 x 8192 layers alone hold 134M parameters; the paper's projector-width ablation
-    # shows accuracy still rising with the width, so 2048 trades some accuracy for speed).
-    # Not narrowed with the backbone as VICReg's is: at ResNet-18 x0.25 a 512-wide projector
-    # lost 2.5 points of k-NN after 312 steps (29.6 against 32.0; BENCHMARKS.md, "CPU speed").
+    # the first two. None: 8192 from 96 px up; below, VICReg's rule (_siamese.expander_width):
+    # 4 x the backbone's features, at most 2048 (small images, CPU: its two 8192 x 8192 layers
+    # alone hold 134M parameters; the paper's width ablation shows accuracy still rising with
+    # the width, so this trades some accuracy for speed).
     proj_dim: int | None = None         # hidden and output width
-    lambd: float = 5e-3                 # weight of the redundancy term ("Implementation details")
+    # Weight of the redundancy term: 5e-3 ("Implementation details", for 8192; solo-learn and
+    # lightly keep it at 2048). None: 5e-3 from 2048 wide up, 5e-3 x 2048 / proj_dim below, so
+    # that lambda x d, the redundancy term's share against the d on-diagonal terms, stays
+    # as at 2048. Measured at ResNet-18 x0.25 (512 wide) after 312 steps: k-NN 31.2 with 0.02,
+    # 30.6 with 0.01, 29.6 with 5e-3, against 32.0 for 2048 wide at 5e-3, which trains at 0.65
+    # of the bare backbone passes where 512 trains at 0.95 (BENCHMARKS.md, "CPU speed").
+    lambd: float | None = None
     n_local_views: int = 0              # multi-crop locals (thesis 4.2.4)
+
+
+def redundancy_weight(proj_dim: int) -> float:
+    """The default lambda for a ``proj_dim``-wide projector (``BarlowTwinsConfig.lambd``)."""
+    return 5e-3 if proj_dim >= 2048 else 5e-3 * 2048 / proj_dim
 
 
 @register
@@ -57,7 +67,8 @@ class BarlowTwins(Method):
 
     @classmethod
     def resolve_config(cls, cfg: BarlowTwinsConfig, shape: RunShape) -> None:
-        fill(cfg, "proj_dim", expander_width(shape.image_size))
+        fill(cfg, "proj_dim", expander_width(shape.image_size, shape.feature_dim))
+        fill(cfg, "lambd", redundancy_weight(cfg.proj_dim))
 
     def __init__(self, cfg: BarlowTwinsConfig, backbone: nn.Module, shape: RunShape):
         super().__init__(cfg, backbone, shape)
