@@ -71,6 +71,11 @@ class Sela(Method):
     # The SwAV optimisation SeLa-v2 shares (4.4 "applying various training improvements"):
     # see swav.SWAV_OPTIM (LARS, lr 4.8 at batch 4096 = 0.3 per 256, cosine, wd 1e-6).
     default_optim = dict(SWAV_OPTIM)
+    # The small recipe (presets.apply_recipe): the projection head's hidden layer 512 wide, as
+    # SwAV's and DeepCluster-v2's small recipes (lightly's CIFAR-10 head). At ResNet-18 x0.25
+    # the 2048-wide one held training at 0.90 of the bare backbone passes (0.96 at 512), and
+    # after 312 steps the two gave the same k-NN (31.0 against 31.0; BENCHMARKS.md, "CPU speed").
+    recipes = {"small": {"sela.hidden_dim": 512}}
     encoder_prefix = "backbone"
 
     @classmethod
