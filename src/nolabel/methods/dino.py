@@ -91,7 +91,7 @@ class Dino(Method):
     # layers are 512 wide, not 2048 (lightly's CIFAR-10 width): at a quarter-width ResNet-18 the
     # 2048-wide head was ~15% of a step's arithmetic (training at 0.80-0.86 of the bare backbone
     # passes, 0.94 at 512), and over the same 5,070 steps it gave 56.6% k-NN against 57.2%
-    # (BENCHMARKS.md, "DINO's head at 512"). With the thesis values
+    # (BENCHMARKS.md, "CPU speed", "Narrower heads"). With the thesis values
     # (AdamW 5e-4, K 4096, 6 locals, teacher 0.04 -> 0.07) short CPU runs sit on the uniform
     # plateau: teacher entropy at log K for 930 steps on the demo, k-NN under random init after
     # 312 steps on CIFAR-10 (BENCHMARKS.md, "What holds DINO on the uniform plateau").
