@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nolabel.backbones import backbone_names, backbone_options
+from nolabel.backbones import backbone_names
+from nolabel.backbones.vit import VIT_SIZES
 from nolabel.config import Config, ConfigError, switch
 from nolabel.dist_setup import check_threads, pick_device
 from nolabel.knn_monitor import check_eval_config
@@ -46,11 +47,9 @@ def validate(cfg: Config, resume: bool = False) -> None:
     if model.backbone is not None and model.backbone not in backbone_names():
         raise ConfigError(f"--backbone {model.backbone}: unknown backbone {model.backbone!r}; "
                           f"choose from {', '.join(backbone_names())}")
-    if get_method(cfg.method).requires_vit and model.backbone is not None \
-            and "patch_size" not in backbone_options(model.backbone):
-        vits = [name for name in backbone_names() if "patch_size" in backbone_options(name)]
+    if get_method(cfg.method).requires_vit and model.backbone is not None and model.backbone not in VIT_SIZES:
         raise ConfigError(f"--method {cfg.method} masks patch tokens and needs a ViT backbone: "
-                          f"--model.backbone={model.backbone} is not one; choose from {', '.join(vits)}")
+                          f"--model.backbone={model.backbone} is not one; choose from {', '.join(VIT_SIZES)}")
     if optim.optimizer is not None and optim.optimizer not in OPTIMIZERS:
         raise ConfigError(f"--optim.optimizer={optim.optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
     check_clip_mode(optim.clip_mode)

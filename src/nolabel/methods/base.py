@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nolabel.backbones import is_vit
+from nolabel.backbones.vit import VIT_SIZES
 from nolabel.views import ViewSpec, n_global
 
 
@@ -246,4 +247,4 @@ def require_vit(backbone: nn.Module, method: str) -> None:
     the methods that mask patch tokens, MAE and iBOT)."""
     if not is_vit(backbone):
         raise ValueError(f"--method {method} masks patch tokens and needs a ViT backbone: use "
-                         f"--model.backbone=vit_tiny (or vit_small, vit_base), not {type(backbone).__name__}")
+                         f"--model.backbone={' / '.join(VIT_SIZES)}, not {type(backbone).__name__}")
